@@ -1,0 +1,1 @@
+"""The agent: the sidecar in every pod that answers preStop hooks in order."""

@@ -1,0 +1,142 @@
+"""The agent's composition root: build adapters, serve hooks, and stop only when it is safe."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+from aiohttp import web
+
+from sidecar.adapters.envoy import EnvoyAdmin
+from sidecar.adapters.netns import NetnsTrafficSource
+from sidecar.adapters.processes import ProcessProbe
+from sidecar.agent.metrics import Metrics
+from sidecar.agent.server import build_app
+from sidecar.agent.state import HookBook
+from sidecar.model.plan import inbound_ports
+from sidecar.shutdown.coordinator import Coordinator
+
+if TYPE_CHECKING:
+    from sidecar.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+#: After the plan ends, how long the last answers get to reach the kubelet.
+_FLUSH_SECONDS = 1.0
+
+
+@dataclass
+class Agent:
+    """Everything one agent process holds."""
+
+    settings: Settings
+    coordinator: Coordinator
+    book: HookBook
+    metrics: Metrics
+    runner: web.AppRunner
+    traffic: NetnsTrafficSource
+    envoy: EnvoyAdmin | None
+
+
+async def start_agent(settings: Settings) -> Agent:
+    """Build the agent and start serving; no connection to anything else is made here."""
+    traffic = NetnsTrafficSource(inbound_ports(settings), settings.traffic.source)
+    envoy = (
+        EnvoyAdmin(
+            settings.envoy.admin_url,
+            pilot_agent_url=settings.envoy.pilot_agent_url,
+            timeout_seconds=settings.envoy.request_timeout_seconds,
+        )
+        if settings.envoy.admin_url
+        else None
+    )
+    metrics = Metrics()
+    coordinator = Coordinator(settings, traffic=traffic, processes=ProcessProbe(), proxy=envoy, listener=metrics)
+    book = HookBook()
+    loop = asyncio.get_running_loop()
+    metrics.watch(
+        lambda: coordinator.budget.remaining(loop.time()) if coordinator.budget else settings.budget.grace_seconds,
+        lambda: {k: int(v) for k, v in coordinator.monitor.snapshot().items() if isinstance(v, int)},
+    )
+    # Handlers still running at cleanup (held hooks) get the rest of the budget to finish.
+    runner = web.AppRunner(
+        build_app(settings, coordinator, book, metrics),
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=_FLUSH_SECONDS,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.server.host or None, settings.server.port)
+    await site.start()
+    log.info("agent_ready", port=settings.server.port, containers=[c.name for c in settings.containers])
+    return Agent(settings, coordinator, book, metrics, runner, traffic, envoy)
+
+
+async def stop_agent(agent: Agent) -> None:
+    """Close the server and adapters."""
+    await agent.runner.cleanup()
+    await agent.coordinator.close()
+    agent.traffic.close()
+    if agent.envoy is not None:
+        await agent.envoy.close()
+
+
+async def wait_until_safe_to_exit(agent: Agent) -> str:
+    """After our SIGTERM: finish the plan, and return once every hook is answered or time is up.
+
+    An agent that exits on SIGTERM turns every held hook into "connection refused", and the
+    pod into one with no hooks at all, so SIGTERM only starts this wait.
+    """
+    coordinator, book = agent.coordinator, agent.book
+    loop = asyncio.get_running_loop()
+    if not coordinator.started:
+        # Hooks and our SIGTERM are sent at about the same moment; give the hooks a chance.
+        try:
+            async with asyncio.timeout(agent.settings.server.idle_sigterm_linger_seconds):
+                await book.first_hook.wait()
+        except TimeoutError:
+            return "no_hook"
+    budget = coordinator.budget
+    if budget is None:  # a hook was seen but refused to start a shutdown
+        return "no_shutdown"
+    try:
+        async with asyncio.timeout_at(budget.hard_deadline + _FLUSH_SECONDS):
+            await coordinator.finished.wait()
+            await book.none_held.wait()
+    except TimeoutError:
+        return "deadline"
+    return "finished" if loop.time() <= budget.hard_deadline else "deadline"
+
+
+async def run(settings: Settings) -> None:
+    """Serve until SIGTERM, then until it is safe to exit; SIGINT stops at once (local runs)."""
+    loop = asyncio.get_running_loop()
+    sigterm = asyncio.Event()
+    sigint = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, sigterm.set)
+    loop.add_signal_handler(signal.SIGINT, sigint.set)
+    agent = await start_agent(settings)
+    try:
+        waiters = {asyncio.ensure_future(sigterm.wait()), asyncio.ensure_future(sigint.wait())}
+        _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
+        if sigterm.is_set():
+            agent.coordinator.own_sigterm.set()
+            log.info("sigterm_received", shutdown_started=agent.coordinator.started)
+            exit_task = asyncio.ensure_future(wait_until_safe_to_exit(agent))
+            interrupt = asyncio.ensure_future(sigint.wait())
+            await asyncio.wait({exit_task, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+            interrupt.cancel()
+            reason = exit_task.result() if exit_task.done() else "interrupted"
+            exit_task.cancel()
+            log.info("agent_exiting", reason=reason)
+        else:
+            log.info("agent_exiting", reason="interrupted")
+    finally:
+        with contextlib.suppress(Exception):
+            await stop_agent(agent)

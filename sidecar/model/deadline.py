@@ -1,0 +1,54 @@
+"""The one budget: when the kubelet stops waiting, and when each release group must be answered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Moments on the loop clock for one shutdown; every phase runs inside them."""
+
+    started_at: float
+    grace_seconds: float
+    #: The kubelet stops waiting for hooks here and sends SIGTERM (SIGKILL at least 2 s later).
+    hard_deadline: float
+    #: Latest moment to answer each release group's hooks, in plan order; the last is the proxy's.
+    release_by: tuple[float, ...]
+
+    def remaining(self, now: float) -> float:
+        """Seconds left before the kubelet's own timer fires (never negative)."""
+        return max(0.0, self.hard_deadline - now)
+
+    def phase_deadline(self, now: float, cap_seconds: float, group: int = 0) -> float:
+        """When a phase starting now must end: its own cap, and never after its group's turn."""
+        return min(now + cap_seconds, self.release_by[group])
+
+
+def plan_budget(
+    *,
+    started_at: float,
+    grace_seconds: float,
+    group_count: int,
+    sigterm_reserve_seconds: float,
+    answer_margin_seconds: float,
+    deletion_deadline: float | None = None,
+) -> Budget:
+    """Split the grace period into release times, latest group last.
+
+    The kubelet counts each container's grace from the moment it starts the hooks, and the
+    API's deletionTimestamp is an upper bound on the same instant. The last group (the proxy)
+    is answered `answer_margin_seconds` before that; each earlier group leaves the next one
+    `sigterm_reserve_seconds` for its own SIGTERM handling, but the reserves together never
+    take more than half of what is left, so the phases before the first release keep time.
+    """
+    hard = started_at + grace_seconds
+    if deletion_deadline is not None:
+        hard = min(hard, deletion_deadline)
+    hard = max(hard, started_at)
+    usable = hard - started_at
+    last = hard - min(answer_margin_seconds, usable / 4)
+    steps = max(group_count - 1, 0)
+    step = min(sigterm_reserve_seconds, (last - started_at) / (2 * steps)) if steps else 0.0
+    release_by = tuple(last - step * (steps - index) for index in range(group_count))
+    return Budget(started_at, grace_seconds, hard, release_by)

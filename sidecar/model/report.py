@@ -1,0 +1,91 @@
+"""What a shutdown did: phase records, container releases, and the canonical summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    """How a phase ended. A phase never raises; it returns one of these."""
+
+    OK = "ok"
+    #: Done, but with less evidence than wanted (no API, no timing, unobservable exit).
+    DEGRADED = "degraded"
+    TIMED_OUT = "timed_out"
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+
+class Phase(StrEnum):
+    """The phases of design.md section 1, in order."""
+
+    CONFIRM = "confirm"
+    ANNOUNCE = "announce"
+    UNROUTE = "unroute"
+    QUIESCE = "quiesce"
+    DRAIN = "drain"
+    RELEASE = "release"
+    RELEASE_PROXY = "release_proxy"
+    RETIRE = "retire"
+
+
+@dataclass(frozen=True)
+class PhaseRecord:
+    """One finished phase, on the loop clock."""
+
+    phase: str
+    started_at: float
+    ended_at: float
+    outcome: Outcome
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        """Seconds the phase took."""
+        return self.ended_at - self.started_at
+
+
+@dataclass(frozen=True)
+class Release:
+    """When a container's hook was answered, and why then."""
+
+    container: str
+    at: float
+    #: "turn": its turn came; "deadline": its latest release time forced it.
+    reason: str
+
+
+def _seconds(value: float) -> float:
+    return round(value, 3)
+
+
+def summarise(
+    *,
+    started_at: float,
+    ended_at: float,
+    hard_deadline: float,
+    phases: list[PhaseRecord],
+    releases: list[Release],
+) -> dict[str, Any]:
+    """The fields of the canonical `shutdown_finished` line and of /status, times from the start."""
+    clean = all(r.outcome in (Outcome.OK, Outcome.SKIPPED) for r in phases)
+    return {
+        "outcome": "ok" if clean else "degraded",
+        "duration_seconds": _seconds(ended_at - started_at),
+        "budget_left_seconds": _seconds(hard_deadline - ended_at),
+        "phases": {
+            r.phase: {
+                "outcome": str(r.outcome),
+                "started_seconds": _seconds(r.started_at - started_at),
+                "duration_seconds": _seconds(r.duration),
+                **r.detail,
+            }
+            for r in phases
+        },
+        "released": {
+            r.container: {"at_seconds": _seconds(r.at - started_at), "reason": r.reason}
+            for r in releases
+        },
+    }

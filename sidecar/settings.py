@@ -1,0 +1,454 @@
+"""The one settings schema: a frozen tree, read from a YAML file and the environment, validated."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+
+from sidecar.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+Role = Literal["app", "proxy"]
+Mode = Literal["classic", "native"]
+TrafficSourceName = Literal["auto", "netlink", "proc"]
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_MISSING: Any = object()
+
+
+class Secret(str):
+    """A string that never shows itself in a repr, a log line or `check` output."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+@dataclass(frozen=True)
+class PodIdentity:
+    """Who we are, from the downward API; empty where not given (local runs, tests)."""
+
+    name: str = ""
+    namespace: str = ""
+    uid: str = ""
+    ips: tuple[str, ...] = ()
+    #: The node's IP: the kubelet's probes and hooks come from it, so it is never traffic.
+    host_ip: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container whose preStop hook the coordinator answers."""
+
+    name: str
+    role: Role
+    #: Listening ports the container owns: inbound traffic is counted on them, and their
+    #: disappearing from the shared network namespace is how its exit is seen.
+    ports: tuple[int, ...] = ()
+    #: Process names seen through psutil when the pod shares its process namespace.
+    process_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The agent's HTTP server and its security."""
+
+    #: Outside Istio's 15000-15099, so the mesh never claims it.
+    port: int = 15120
+    #: Empty means every interface of both families: the kubelet calls the pod IP.
+    host: str = ""
+    token: Secret | None = None
+    #: Only for local experiments: lets hooks through without a token.
+    allow_unauthenticated: bool = False
+    #: classic: the agent gets SIGTERM with the apps; native: only after they exited (KEP-753).
+    mode: Mode = "classic"
+    #: After a SIGTERM with no hook yet, how long to wait for hooks before exiting; the kubelet
+    #: sends hooks and SIGTERMs at about the same moment, so a few seconds cover the race.
+    idle_sigterm_linger_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """The one budget every phase runs under."""
+
+    #: Used when the API cannot tell the pod's deletionGracePeriodSeconds.
+    grace_seconds: float = 30.0
+    #: Left to each released group for its own SIGTERM handling before the next group's turn.
+    sigterm_reserve_seconds: float = 5.0
+    #: The last hook is answered this long before the kubelet's own timer would fire.
+    answer_margin_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class PhaseSettings:
+    """Per-phase bounds; each phase also stops at the budget's deadline."""
+
+    #: Without an API adapter, unroute waits this long instead of observing the EndpointSlices.
+    unroute_fallback_delay_seconds: float = 3.0
+    unroute_max_seconds: float = 60.0
+    #: No new inbound traffic for this long means the data plane has caught up.
+    quiet_window_seconds: float = 2.0
+    #: The shortest quiesce, a floor for the data plane's propagation delay.
+    quiesce_min_seconds: float = 1.0
+    quiesce_max_seconds: float = 30.0
+    drain_max_seconds: float = 60.0
+    #: How long the release of a later group waits for the earlier group to exit.
+    exit_wait_max_seconds: float = 30.0
+    #: How long the proxy release waits for the proxy's own in-flight requests after the apps exit.
+    proxy_drain_max_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class TrafficSettings:
+    """How the shared network namespace is sampled."""
+
+    #: One sampler, at this interval, only while a shutdown runs.
+    sample_interval_seconds: float = 0.25
+    #: netlink sock_diag gives per-socket activity; /proc only counts (every connection is busy).
+    source: TrafficSourceName = "auto"
+    #: Peers whose connections are not traffic (the node's IP is always added).
+    ignore_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+
+@dataclass(frozen=True)
+class EnvoySettings:
+    """The mesh proxy's admin API; no admin URL means no Envoy in this pod."""
+
+    admin_url: str | None = None
+    #: Istio's pilot-agent, told to exit after Envoy is released (localhost only).
+    pilot_agent_url: str | None = None
+    drain_inbound: bool = True
+    quit_after_release: bool = True
+    request_timeout_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the agent needs, validated."""
+
+    containers: tuple[ContainerSpec, ...]
+    #: Groups of non-proxy containers, released in this order; the proxy always goes last.
+    release_order: tuple[tuple[str, ...], ...]
+    pod: PodIdentity = field(default_factory=PodIdentity)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
+    phases: PhaseSettings = field(default_factory=PhaseSettings)
+    traffic: TrafficSettings = field(default_factory=TrafficSettings)
+    envoy: EnvoySettings = field(default_factory=EnvoySettings)
+
+    @property
+    def proxy(self) -> ContainerSpec | None:
+        """The proxy container, if the pod has one."""
+        return next((c for c in self.containers if c.role == "proxy"), None)
+
+    def container(self, name: str) -> ContainerSpec | None:
+        """The container of that name, if the plan knows it."""
+        return next((c for c in self.containers if c.name == name), None)
+
+
+class _Section:
+    """Reads one mapping of the settings file, naming the full key in every error."""
+
+    def __init__(self, data: object, path: str) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path or 'settings'}: expected a mapping, got {_show(data)}")
+        self._data: dict[str, Any] = data
+        self._path = path
+        self._read: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self._path}.{name}" if self._path else name
+
+    def raw(self, name: str, default: Any = _MISSING) -> Any:
+        self._read.add(name)
+        value = self._data.get(name, _MISSING)
+        if value is _MISSING or value is None:
+            if default is _MISSING:
+                raise ConfigError(f"{self.key(name)}: required, but not set")
+            return default
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        value = self.raw(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"{self.key(name)}: expected a number of seconds, got {_show(value)}")
+        if value < minimum:
+            raise ConfigError(f"{self.key(name)}: expected at least {minimum}, got {value}")
+        return float(value)
+
+    def port(self, name: str, default: int) -> int:
+        return _port(self.raw(name, default), self.key(name))
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.key(name)}: expected true or false, got {_show(value)}")
+        return value
+
+    def text(self, name: str, default: str | None) -> str | None:
+        value = self.raw(name, default)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{self.key(name)}: expected a string, got {_show(value)}")
+        return value
+
+    def choice(self, name: str, default: str, options: Sequence[str]) -> str:
+        value = self.raw(name, default)
+        if value not in options:
+            raise ConfigError(f"{self.key(name)}: expected one of {', '.join(options)}, got {_show(value)}")
+        return str(value)
+
+    def items(self, name: str) -> list[Any]:
+        value = self.raw(name, [])
+        if not isinstance(value, list):
+            raise ConfigError(f"{self.key(name)}: expected a list, got {_show(value)}")
+        return value
+
+    def section(self, name: str) -> _Section:
+        return _Section(self.raw(name, {}), self.key(name))
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._data) - self._read)
+        if unknown:
+            known = ", ".join(sorted(self._read))
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key (known here: {known})")
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _port(value: object, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(f"{key}: expected a TCP port from 1 to 65535, got {_show(value)}")
+    return value
+
+
+def _url(value: str | None, key: str) -> str | None:
+    if value is not None and not re.match(r"^https?://[^/\s]+", value):
+        raise ConfigError(f"{key}: expected an http:// or https:// URL, got {_show(value)}")
+    return value.rstrip("/") if value else value
+
+
+def _containers(root: _Section) -> tuple[ContainerSpec, ...]:
+    entries = root.items("containers")
+    if not entries:
+        raise ConfigError("containers: expected at least one container whose hook we answer")
+    specs: list[ContainerSpec] = []
+    for index, entry in enumerate(entries):
+        sec = _Section(entry, f"containers[{index}]")
+        name = sec.text("name", None) or ""
+        if not _DNS_LABEL.match(name):
+            raise ConfigError(f"{sec.key('name')}: expected a container name (DNS label), got {_show(name)}")
+        role = sec.choice("role", "app", ("app", "proxy"))
+        ports = tuple(_port(p, f"{sec.key('ports')}[{i}]") for i, p in enumerate(sec.items("ports")))
+        names = tuple(str(n) for n in sec.items("process_names"))
+        sec.finish()
+        if any(s.name == name for s in specs):
+            raise ConfigError(f"{sec.key('name')}: container {name!r} is listed twice")
+        specs.append(ContainerSpec(name, "proxy" if role == "proxy" else "app", ports, names))
+    if sum(s.role == "proxy" for s in specs) > 1:
+        raise ConfigError("containers: expected at most one container with role proxy")
+    if all(s.role == "proxy" for s in specs):
+        raise ConfigError("containers: expected at least one container with role app")
+    return tuple(specs)
+
+
+def _release_order(root: _Section, specs: tuple[ContainerSpec, ...]) -> tuple[tuple[str, ...], ...]:
+    apps = [s.name for s in specs if s.role == "app"]
+    groups = root.items("release_order")
+    if not groups:
+        return (tuple(apps),)
+    seen: list[str] = []
+    result: list[tuple[str, ...]] = []
+    for index, group in enumerate(groups):
+        key = f"release_order[{index}]"
+        if not isinstance(group, list) or not group:
+            raise ConfigError(f"{key}: expected a non-empty list of container names, got {_show(group)}")
+        for name in group:
+            if name not in apps:
+                raise ConfigError(f"{key}: {name!r} is not an app container (apps: {', '.join(apps)})")
+            if name in seen:
+                raise ConfigError(f"{key}: {name!r} is already in an earlier group")
+            seen.append(name)
+        result.append(tuple(group))
+    missing = [a for a in apps if a not in seen]
+    if missing:
+        raise ConfigError(f"release_order: every app container must be listed; missing {', '.join(missing)}")
+    return tuple(result)
+
+
+def _networks(sec: _Section, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    result = []
+    for index, value in enumerate(sec.items(name)):
+        try:
+            result.append(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{sec.key(name)}[{index}]: expected an IP address or CIDR, got {_show(value)}"
+            ) from None
+    return tuple(result)
+
+
+def _ip_list(text: str, key: str) -> tuple[str, ...]:
+    ips = tuple(part.strip() for part in text.split(",") if part.strip())
+    for ip in ips:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise ConfigError(f"{key}: expected IP addresses separated by commas, got {_show(text)}") from None
+    return ips
+
+
+def _pod(sec: _Section, environ: Mapping[str, str]) -> PodIdentity:
+    ips_text = environ.get("POD_IPS") or environ.get("POD_IP") or ",".join(map(str, sec.items("ips")))
+    host_ip = environ.get("HOST_IP") or sec.text("host_ip", "") or ""
+    if host_ip:
+        _ip_list(host_ip, "HOST_IP")
+    pod = PodIdentity(
+        name=environ.get("POD_NAME") or sec.text("name", "") or "",
+        namespace=environ.get("POD_NAMESPACE") or sec.text("namespace", "") or "",
+        uid=environ.get("POD_UID") or sec.text("uid", "") or "",
+        ips=_ip_list(ips_text, "POD_IPS"),
+        host_ip=host_ip,
+    )
+    sec.finish()
+    return pod
+
+
+def _token(sec: _Section, environ: Mapping[str, str]) -> Secret | None:
+    token = environ.get("SHUTDOWN_COORDINATOR_TOKEN") or sec.text("token", None)
+    token_file = sec.text("token_file", None)
+    if not token and token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"{sec.key('token_file')}: cannot read {token_file!r}: {e.strerror}") from None
+    if token is not None and len(token) < 16:
+        raise ConfigError(f"{sec.key('token')}: expected at least 16 characters, got {len(token)}")
+    return Secret(token) if token else None
+
+
+def _server(sec: _Section, environ: Mapping[str, str]) -> ServerSettings:
+    server = ServerSettings(
+        port=sec.port("port", 15120),
+        host=sec.text("host", "") or "",
+        token=_token(sec, environ),
+        allow_unauthenticated=sec.boolean("allow_unauthenticated", False),
+        mode="native" if sec.choice("mode", "classic", ("classic", "native")) == "native" else "classic",
+        idle_sigterm_linger_seconds=sec.number("idle_sigterm_linger_seconds", 5.0),
+    )
+    if 15000 <= server.port <= 15099:
+        raise ConfigError(f"server.port: expected a port outside Istio's 15000-15099, got {server.port}")
+    if server.token is None and not server.allow_unauthenticated:
+        raise ConfigError(
+            "server.token: required (set SHUTDOWN_COORDINATOR_TOKEN or server.token_file), "
+            "or set server.allow_unauthenticated: true for a local experiment"
+        )
+    sec.finish()
+    return server
+
+
+def _budget(sec: _Section, environ: Mapping[str, str]) -> BudgetSettings:
+    grace_text = environ.get("TERMINATION_GRACE_PERIOD_SECONDS")
+    grace_default = 30.0
+    if grace_text:
+        try:
+            grace_default = float(grace_text)
+        except ValueError:
+            raise ConfigError(
+                f"TERMINATION_GRACE_PERIOD_SECONDS: expected a number of seconds, got {_show(grace_text)}"
+            ) from None
+    budget = BudgetSettings(
+        grace_seconds=sec.number("grace_seconds", grace_default, minimum=1.0),
+        sigterm_reserve_seconds=sec.number("sigterm_reserve_seconds", 5.0),
+        answer_margin_seconds=sec.number("answer_margin_seconds", 1.0),
+    )
+    sec.finish()
+    return budget
+
+
+def _phases(sec: _Section) -> PhaseSettings:
+    phases = PhaseSettings(
+        unroute_fallback_delay_seconds=sec.number("unroute_fallback_delay_seconds", 3.0),
+        unroute_max_seconds=sec.number("unroute_max_seconds", 60.0),
+        quiet_window_seconds=sec.number("quiet_window_seconds", 2.0, minimum=0.05),
+        quiesce_min_seconds=sec.number("quiesce_min_seconds", 1.0),
+        quiesce_max_seconds=sec.number("quiesce_max_seconds", 30.0),
+        drain_max_seconds=sec.number("drain_max_seconds", 60.0),
+        exit_wait_max_seconds=sec.number("exit_wait_max_seconds", 30.0),
+        proxy_drain_max_seconds=sec.number("proxy_drain_max_seconds", 10.0),
+    )
+    if phases.quiesce_min_seconds > phases.quiesce_max_seconds:
+        raise ConfigError(
+            f"phases.quiesce_min_seconds: expected at most quiesce_max_seconds "
+            f"({phases.quiesce_max_seconds}), got {phases.quiesce_min_seconds}"
+        )
+    sec.finish()
+    return phases
+
+
+def _traffic(sec: _Section) -> TrafficSettings:
+    traffic = TrafficSettings(
+        sample_interval_seconds=sec.number("sample_interval_seconds", 0.25, minimum=0.01),
+        source=sec.choice("source", "auto", ("auto", "netlink", "proc")),  # type: ignore[arg-type]
+        ignore_peers=_networks(sec, "ignore_peers"),
+    )
+    sec.finish()
+    return traffic
+
+
+def _envoy(sec: _Section) -> EnvoySettings:
+    envoy = EnvoySettings(
+        admin_url=_url(sec.text("admin_url", None), sec.key("admin_url")),
+        pilot_agent_url=_url(sec.text("pilot_agent_url", None), sec.key("pilot_agent_url")),
+        drain_inbound=sec.boolean("drain_inbound", True),
+        quit_after_release=sec.boolean("quit_after_release", True),
+        request_timeout_seconds=sec.number("request_timeout_seconds", 1.0, minimum=0.05),
+    )
+    sec.finish()
+    return envoy
+
+
+def from_mapping(data: object, environ: Mapping[str, str]) -> Settings:
+    """Build validated settings from a parsed settings file and the environment."""
+    root = _Section(data, "")
+    containers = _containers(root)
+    settings = Settings(
+        containers=containers,
+        release_order=_release_order(root, containers),
+        pod=_pod(root.section("pod"), environ),
+        server=_server(root.section("server"), environ),
+        budget=_budget(root.section("budget"), environ),
+        phases=_phases(root.section("phases")),
+        traffic=_traffic(root.section("traffic")),
+        envoy=_envoy(root.section("envoy")),
+    )
+    root.finish()
+    return settings
+
+
+def load(path: str | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings file (YAML) at `path`, if any, and the environment."""
+    env = os.environ if environ is None else environ
+    data: object = {}
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"settings file {path!r}: cannot read it: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"settings file {path!r}: not valid YAML: {e}") from None
+    return from_mapping(data, env)

@@ -1,0 +1,298 @@
+"""The single-flight shutdown: every phase in order, under one budget, every hook answered in time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from sidecar.model.deadline import Budget, plan_budget
+from sidecar.model.plan import inbound_ports, release_groups
+from sidecar.model.report import Outcome, Phase, PhaseRecord, Release, summarise
+from sidecar.model.traffic import policy_for
+from sidecar.shutdown.drain import drain
+from sidecar.shutdown.observe import TrafficMonitor
+from sidecar.shutdown.protocols import Result
+from sidecar.shutdown.quiesce import quiesce
+from sidecar.shutdown.release import quit_proxy, wait_exit
+from sidecar.shutdown.unroute import unroute
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from sidecar.model.plan import ReleaseGroup
+    from sidecar.settings import Settings
+    from sidecar.shutdown.protocols import (
+        ProcessProbe,
+        ProxyAdmin,
+        RegistryPhase,
+        RotationWatch,
+        ShutdownListener,
+        TrafficSource,
+    )
+
+log = structlog.get_logger(__name__)
+
+#: A phase that ignores its own deadline is cut this long after it.
+_OVERRUN_SECONDS = 0.1
+
+
+class Coordinator:
+    """Runs the one shutdown of this pod; hooks join it and wait for their container's turn."""
+
+    def __init__(  # noqa: PLR0913 - one dependency per phase, all keyword-only
+        self,
+        settings: Settings,
+        *,
+        traffic: TrafficSource,
+        processes: ProcessProbe,
+        proxy: ProxyAdmin | None = None,
+        rotation: RotationWatch | None = None,
+        announce: RegistryPhase | None = None,
+        retire: RegistryPhase | None = None,
+        listener: ShutdownListener | None = None,
+    ) -> None:
+        self.settings = settings
+        self.groups = release_groups(settings)
+        self._proxy = proxy
+        self._processes = processes
+        self._rotation = rotation
+        self._announce = announce
+        self._retire = retire
+        self._listener = listener
+        self.monitor = TrafficMonitor(
+            traffic,
+            policy_for(inbound_ports(settings), settings.pod.host_ip, settings.traffic.ignore_peers),
+            settings.traffic.sample_interval_seconds,
+        )
+        self._released = {c.name: asyncio.Event() for c in settings.containers}
+        #: Set by the runtime when our own SIGTERM arrives (proof of app exit in native mode).
+        self.own_sigterm = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.budget: Budget | None = None
+        self.current = "idle"
+        self.records: list[PhaseRecord] = []
+        self.releases: list[Release] = []
+        self.summary: dict[str, Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what hooks and the runtime call ------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """Whether the shutdown has begun."""
+        return self._task is not None
+
+    def start(self) -> None:
+        """Begin the shutdown once; later calls join the one already running."""
+        if self._task is None:
+            loop = asyncio.get_running_loop()
+            b = self.settings.budget
+            self.budget = plan_budget(
+                started_at=loop.time(),
+                grace_seconds=b.grace_seconds,
+                group_count=len(self.groups),
+                sigterm_reserve_seconds=b.sigterm_reserve_seconds,
+                answer_margin_seconds=b.answer_margin_seconds,
+            )
+            self._task = asyncio.create_task(self._run(self.budget), name="shutdown")
+
+    def is_released(self, container: str) -> bool:
+        """Whether that container's hook has been answered."""
+        return self._released[container].is_set()
+
+    async def wait_released(self, container: str) -> None:
+        """Return when that container's turn has come."""
+        await self._released[container].wait()
+
+    async def close(self) -> None:
+        """Cancel a running shutdown (process exit) and stop sampling."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.monitor.stop()
+
+    # -- the sequence -------------------------------------------------------------------------
+
+    async def _run(self, budget: Budget) -> None:
+        loop = asyncio.get_running_loop()
+        phases = self.settings.phases
+        apps = [g for g in self.groups if not g.is_proxy]
+        proxy_group = next((g for g in self.groups if g.is_proxy), None)
+        last_answer = budget.release_by[-1]
+        log.info("shutdown_started", grace_seconds=budget.grace_seconds, groups=[g.names for g in self.groups])
+        # Whatever happens below, each group is answered at its latest time, in plan order.
+        timers = [
+            loop.call_at(when, self._release_through, group.index, "deadline")
+            for group, when in zip(self.groups, budget.release_by, strict=True)
+        ]
+        announce_task: asyncio.Task[Result] | None = None
+        try:
+            async with asyncio.timeout_at(budget.hard_deadline):
+                # 1. confirm: the token was checked by the server; the API check comes with
+                #    the Kubernetes adapter.
+                await self._phase(Phase.CONFIRM, _done(Result(Outcome.OK, {"by": "token"})), last_answer)
+                # 2. announce runs beside unroute, quiesce and drain; it must end before release.
+                announce_task = asyncio.create_task(
+                    self._phase(Phase.ANNOUNCE, _registry(self._announce, budget.release_by[0]), budget.release_by[0]),
+                    name="announce",
+                )
+                self.monitor.start()
+                # 3. unroute: the control plane takes the pod out of rotation.
+                deadline = budget.phase_deadline(loop.time(), phases.unroute_max_seconds)
+                await self._phase(
+                    Phase.UNROUTE,
+                    unroute(
+                        self._rotation,
+                        deadline=deadline,
+                        fallback_delay_seconds=phases.unroute_fallback_delay_seconds,
+                    ),
+                    deadline,
+                )
+                # 4. quiesce: the data plane caught up; pinned clients were told to leave.
+                deadline = budget.phase_deadline(loop.time(), phases.quiesce_max_seconds)
+                proxy = self._proxy if self.settings.envoy.drain_inbound else None
+                await self._phase(
+                    Phase.QUIESCE,
+                    quiesce(
+                        self.monitor,
+                        proxy,
+                        deadline=deadline,
+                        window_seconds=phases.quiet_window_seconds,
+                        min_seconds=phases.quiesce_min_seconds,
+                    ),
+                    deadline,
+                )
+                # 5. drain: in-flight requests finish.
+                deadline = budget.phase_deadline(loop.time(), phases.drain_max_seconds)
+                await self._phase(Phase.DRAIN, drain(self.monitor, deadline=deadline), deadline)
+                # 6. release apps, group by group; a later group goes once the earlier one exited.
+                for group in apps:
+                    if group.index > 0:
+                        previous = self.groups[group.index - 1]
+                        deadline = budget.phase_deadline(loop.time(), phases.exit_wait_max_seconds, group.index)
+                        await self._phase(f"exit:{previous.index}", self._exit(previous, deadline), deadline)
+                    self._release_through(group.index, "turn")
+                await announce_task
+                # 7. the apps exit; the proxy carries their last outbound calls until then.
+                deadline = last_answer if proxy_group is not None else budget.hard_deadline
+                if proxy_group is not None or self._retire is not None:
+                    await self._phase("exit", self._exit(apps[-1], deadline), deadline)
+                # 8. retire before the proxy goes: registry calls may need the mesh.
+                await self._phase(Phase.RETIRE, _registry(self._retire, deadline), deadline)
+                # 9. release the proxy once its own in-flight requests are done, then quit it.
+                if proxy_group is not None:
+                    await self._phase(
+                        Phase.RELEASE_PROXY,
+                        self._release_proxy(proxy_group, budget.phase_deadline(
+                            loop.time(), phases.proxy_drain_max_seconds, proxy_group.index
+                        )),
+                        last_answer,
+                    )
+        except TimeoutError:
+            log.warning("shutdown_overran", phase=self.current)
+            self._record(self.current, loop.time(), Result(Outcome.TIMED_OUT, {"reason": "hard deadline"}))
+        finally:
+            for timer in timers:
+                timer.cancel()
+            # Never leave a hook hanging, whatever went wrong above.
+            self._release_through(len(self.groups) - 1, "end")
+            if announce_task is not None and not announce_task.done():
+                announce_task.cancel()
+            await self.monitor.stop()
+        self._finish(budget)
+
+    async def _exit(self, group: ReleaseGroup, deadline: float) -> Result:
+        native = self.settings.server.mode == "native"
+        return await wait_exit(
+            self.monitor,
+            self._processes,
+            group,
+            deadline=deadline,
+            own_sigterm=self.own_sigterm if native else None,
+        )
+
+    async def _release_proxy(self, group: ReleaseGroup, drain_deadline: float) -> Result:
+        drained = await drain(self.monitor, deadline=drain_deadline, ports=group.ports)
+        self._release_through(group.index, "turn")
+        detail: dict[str, Any] = {"proxy_in_flight": drained.outcome.value}
+        if self._proxy is None or not self.settings.envoy.quit_after_release:
+            return Result(drained.outcome, detail)
+        quit_result = await quit_proxy(self._proxy)
+        detail.update(quit_result.detail)
+        worst = drained.outcome if drained.outcome is not Outcome.OK else quit_result.outcome
+        return Result(worst, detail)
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    async def _phase(self, name: str, work: Coroutine[Any, Any, Result], deadline: float) -> Result:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self.current = name
+        log.info("phase_started", phase=name)
+        try:
+            async with asyncio.timeout_at(deadline + _OVERRUN_SECONDS):
+                result = await work
+        except TimeoutError:
+            result = Result(Outcome.TIMED_OUT, {"reason": "phase overran its deadline"})
+        except Exception as e:  # a bug or an adapter failure must not stop the sequence
+            log.exception("phase_failed", phase=name)
+            result = Result(Outcome.ERROR, {"error": f"{type(e).__name__}: {e}"})
+        self._record(name, started, result)
+        return result
+
+    def _record(self, name: str, started: float, result: Result) -> None:
+        record = PhaseRecord(str(name), started, asyncio.get_running_loop().time(), result.outcome, result.detail)
+        self.records.append(record)
+        log.info(
+            "phase_finished",
+            phase=name,
+            outcome=str(result.outcome),
+            duration_seconds=round(record.duration, 3),
+            **result.detail,
+        )
+        if self._listener is not None:
+            self._listener.phase_finished(record)
+
+    def _release_through(self, index: int, reason: str) -> None:
+        """Answer every group up to `index`, earlier groups first."""
+        now = asyncio.get_running_loop().time()
+        for group in self.groups[: index + 1]:
+            for name in group.names:
+                event = self._released[name]
+                if event.is_set():
+                    continue
+                event.set()
+                release = Release(name, now, reason)
+                self.releases.append(release)
+                log.info("container_released", container=name, reason=reason)
+                if self._listener is not None:
+                    self._listener.container_released(release)
+
+    def _finish(self, budget: Budget) -> None:
+        now = asyncio.get_running_loop().time()
+        self.current = "finished"
+        self.summary = summarise(
+            started_at=budget.started_at,
+            ended_at=now,
+            hard_deadline=budget.hard_deadline,
+            phases=self.records,
+            releases=self.releases,
+        )
+        log.info("shutdown_finished", **self.summary)
+        if self._listener is not None:
+            self._listener.shutdown_finished(self.summary)
+        self.finished.set()
+
+
+async def _done(result: Result) -> Result:
+    return result
+
+
+async def _registry(phase: RegistryPhase | None, deadline: float) -> Result:
+    if phase is None:
+        return Result(Outcome.SKIPPED, {"reason": "no registry configured"})
+    return await phase.run(deadline)

@@ -1,0 +1,116 @@
+"""The one traffic sampler of a shutdown: latest sample and activity track, awaited by predicate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import structlog
+
+from sidecar.model.traffic import (
+    ActivityTrack,
+    TrafficPolicy,
+    TrafficSample,
+    TrafficView,
+    assess,
+    track_activity,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sidecar.shutdown.protocols import TrafficSource
+
+log = structlog.get_logger(__name__)
+
+
+class TrafficMonitor:
+    """Samples at a stated interval while a shutdown runs; phases wait on predicates over it.
+
+    Polling is the only way to see sockets, so there is exactly one poller, and it runs only
+    between the first hook and the end of the shutdown (no cost while the pod serves).
+    """
+
+    def __init__(self, source: TrafficSource, policy: TrafficPolicy, interval_seconds: float) -> None:
+        self._source = source
+        self.policy = policy
+        self._interval = interval_seconds
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self.latest: TrafficSample | None = None
+        self.view: TrafficView | None = None
+        self.track = ActivityTrack()
+        self.samples = 0
+        self.errors = 0
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        """Begin sampling (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="traffic-sampler")
+
+    async def stop(self) -> None:
+        """Stop sampling and wait for the sampler to end."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                sample = await self._source.sample()
+            except Exception as e:  # the outside world failing is an outcome, never a crash
+                self.errors += 1
+                self.last_error = str(e)
+                if self.errors in (1, 10, 100):
+                    log.warning("traffic_sample_failed", error=str(e), failures=self.errors)
+            else:
+                self.latest = sample
+                self.view = assess(sample, self.policy)
+                self.track = track_activity(self.track, sample, self.policy)
+                self.samples += 1
+                async with self._changed:
+                    self._changed.notify_all()
+            await asyncio.sleep(max(0.0, self._interval - (loop.time() - started)))
+
+    async def wait_until(self, predicate: Callable[[TrafficMonitor], bool], deadline: float) -> bool:
+        """Wait until `predicate(self)` holds after a sample; False if `deadline` came first."""
+        try:
+            async with asyncio.timeout_at(deadline), self._changed:
+                await self._changed.wait_for(lambda: self.latest is not None and predicate(self))
+        except TimeoutError:
+            return False
+        return True
+
+    async def next_sample(self, deadline: float) -> bool:
+        """Wait for the next sample; False if `deadline` came first."""
+        try:
+            async with asyncio.timeout_at(deadline), self._changed:
+                await self._changed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def snapshot(self) -> dict[str, object]:
+        """The latest figures, for phase details and /status."""
+        view = self.view
+        return {
+            "samples": self.samples,
+            "sample_errors": self.errors,
+            **({"last_sample_error": self.last_error} if self.last_error else {}),
+            **(
+                {
+                    "established": view.established,
+                    "in_flight": view.in_flight,
+                    "idle": view.idle,
+                    "close_wait": view.close_wait,
+                }
+                if view is not None
+                else {}
+            ),
+        }

@@ -1,0 +1,85 @@
+"""What the phases need from the outside world, declared here and implemented by adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sidecar.model.report import Outcome
+
+if TYPE_CHECKING:
+    from sidecar.model.report import PhaseRecord, Release
+    from sidecar.model.traffic import TrafficSample
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a phase returns: its outcome and the facts behind it."""
+
+    outcome: Outcome
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class TrafficSource(Protocol):
+    """A sample of the sockets on the watched ports."""
+
+    async def sample(self) -> TrafficSample:
+        """Take one sample now."""
+        ...
+
+
+class ProcessProbe(Protocol):
+    """Whether processes of given names still run (None: cannot see them)."""
+
+    async def running(self, names: frozenset[str]) -> bool | None:
+        """Look now."""
+        ...
+
+
+class ProxyAdmin(Protocol):
+    """The mesh proxy's admin API."""
+
+    async def drain_inbound(self) -> None:
+        """Start a graceful inbound drain."""
+        ...
+
+    async def active_connections(self) -> dict[str, int]:
+        """Active downstream connections per listener."""
+        ...
+
+    async def quit(self) -> None:
+        """Exit now."""
+        ...
+
+    async def quit_pilot_agent(self) -> bool:
+        """Ask the mesh agent to exit; False when there is none."""
+        ...
+
+
+class RotationWatch(Protocol):
+    """Observes the pod leaving rotation (the Kubernetes adapter, in a later issue)."""
+
+    async def wait_out_of_rotation(self, deadline: float) -> Result:
+        """Return once every EndpointSlice holding the pod shows it not ready, or at `deadline`."""
+        ...
+
+
+class RegistryPhase(Protocol):
+    """Announce or retire against external registries (later issues)."""
+
+    async def run(self, deadline: float) -> Result:
+        """Do the work before `deadline` and say how it went."""
+        ...
+
+
+class ShutdownListener(Protocol):
+    """Told about milestones as they happen (metrics, events)."""
+
+    def phase_finished(self, record: PhaseRecord) -> None:
+        """A phase ended."""
+
+    def container_released(self, release: Release) -> None:
+        """A container's hook was answered."""
+
+    def shutdown_finished(self, summary: dict[str, Any]) -> None:
+        """The whole shutdown ended."""
