@@ -1,4 +1,4 @@
-"""Command line: parse arguments, load settings, configure logs, run; the only owner of exit codes."""
+"""Command line: parse arguments, load settings, configure logs, run; sole owner of exit codes."""
 
 from __future__ import annotations
 
@@ -31,10 +31,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     config_help = "settings file (YAML); default: $SHUTDOWN_COORDINATOR_CONFIG"
     agent = commands.add_parser("agent", help="run the sidecar that answers preStop hooks")
-    agent.add_argument("-c", "--config", default=os.environ.get("SHUTDOWN_COORDINATOR_CONFIG"), help=config_help)
+    agent.add_argument(
+        "-c", "--config", default=os.environ.get("SHUTDOWN_COORDINATOR_CONFIG"), help=config_help
+    )
     agent.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
     check = commands.add_parser("check", help="validate settings and print the effective plan")
-    check.add_argument("-c", "--config", default=os.environ.get("SHUTDOWN_COORDINATOR_CONFIG"), help=config_help)
+    check.add_argument(
+        "-c", "--config", default=os.environ.get("SHUTDOWN_COORDINATOR_CONFIG"), help=config_help
+    )
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Logging setup: structlog JSON lines in a pod, a console renderer on a TTY, stdlib routed through."""
+"""Logging: structlog JSON lines in a pod, console renderer on a TTY, stdlib routed through."""
 
 from __future__ import annotations
 

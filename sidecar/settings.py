@@ -21,6 +21,9 @@ Role = Literal["app", "proxy"]
 Mode = Literal["classic", "native"]
 TrafficSourceName = Literal["auto", "netlink", "proc"]
 
+#: The request header that carries the hook token (part of the external contract).
+TOKEN_HEADER = "X-Shutdown-Token"  # noqa: S105 - a header name, not a secret
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _MISSING: Any = object()
 
@@ -182,7 +185,11 @@ class _Section:
 
     def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
         value = self.raw(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise ConfigError(f"{self.key(name)}: expected a number of seconds, got {_show(value)}")
         if value < minimum:
             raise ConfigError(f"{self.key(name)}: expected at least {minimum}, got {value}")
@@ -206,7 +213,9 @@ class _Section:
     def choice(self, name: str, default: str, options: Sequence[str]) -> str:
         value = self.raw(name, default)
         if value not in options:
-            raise ConfigError(f"{self.key(name)}: expected one of {', '.join(options)}, got {_show(value)}")
+            raise ConfigError(
+                f"{self.key(name)}: expected one of {', '.join(options)}, got {_show(value)}"
+            )
         return str(value)
 
     def items(self, name: str) -> list[Any]:
@@ -251,9 +260,13 @@ def _containers(root: _Section) -> tuple[ContainerSpec, ...]:
         sec = _Section(entry, f"containers[{index}]")
         name = sec.text("name", None) or ""
         if not _DNS_LABEL.match(name):
-            raise ConfigError(f"{sec.key('name')}: expected a container name (DNS label), got {_show(name)}")
+            raise ConfigError(
+                f"{sec.key('name')}: expected a container name (DNS label), got {_show(name)}"
+            )
         role = sec.choice("role", "app", ("app", "proxy"))
-        ports = tuple(_port(p, f"{sec.key('ports')}[{i}]") for i, p in enumerate(sec.items("ports")))
+        ports = tuple(
+            _port(p, f"{sec.key('ports')}[{i}]") for i, p in enumerate(sec.items("ports"))
+        )
         names = tuple(str(n) for n in sec.items("process_names"))
         sec.finish()
         if any(s.name == name for s in specs):
@@ -276,21 +289,29 @@ def _release_order(root: _Section, specs: tuple[ContainerSpec, ...]) -> tuple[tu
     for index, group in enumerate(groups):
         key = f"release_order[{index}]"
         if not isinstance(group, list) or not group:
-            raise ConfigError(f"{key}: expected a non-empty list of container names, got {_show(group)}")
+            raise ConfigError(
+                f"{key}: expected a non-empty list of container names, got {_show(group)}"
+            )
         for name in group:
             if name not in apps:
-                raise ConfigError(f"{key}: {name!r} is not an app container (apps: {', '.join(apps)})")
+                raise ConfigError(
+                    f"{key}: {name!r} is not an app container (apps: {', '.join(apps)})"
+                )
             if name in seen:
                 raise ConfigError(f"{key}: {name!r} is already in an earlier group")
             seen.append(name)
         result.append(tuple(group))
     missing = [a for a in apps if a not in seen]
     if missing:
-        raise ConfigError(f"release_order: every app container must be listed; missing {', '.join(missing)}")
+        raise ConfigError(
+            f"release_order: every app container must be listed; missing {', '.join(missing)}"
+        )
     return tuple(result)
 
 
-def _networks(sec: _Section, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def _networks(
+    sec: _Section, name: str
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     result = []
     for index, value in enumerate(sec.items(name)):
         try:
@@ -308,12 +329,16 @@ def _ip_list(text: str, key: str) -> tuple[str, ...]:
         try:
             ipaddress.ip_address(ip)
         except ValueError:
-            raise ConfigError(f"{key}: expected IP addresses separated by commas, got {_show(text)}") from None
+            raise ConfigError(
+                f"{key}: expected IP addresses separated by commas, got {_show(text)}"
+            ) from None
     return ips
 
 
 def _pod(sec: _Section, environ: Mapping[str, str]) -> PodIdentity:
-    ips_text = environ.get("POD_IPS") or environ.get("POD_IP") or ",".join(map(str, sec.items("ips")))
+    ips_text = (
+        environ.get("POD_IPS") or environ.get("POD_IP") or ",".join(map(str, sec.items("ips")))
+    )
     host_ip = environ.get("HOST_IP") or sec.text("host_ip", "") or ""
     if host_ip:
         _ip_list(host_ip, "HOST_IP")
@@ -335,7 +360,9 @@ def _token(sec: _Section, environ: Mapping[str, str]) -> Secret | None:
         try:
             token = Path(token_file).read_text(encoding="utf-8").strip()
         except OSError as e:
-            raise ConfigError(f"{sec.key('token_file')}: cannot read {token_file!r}: {e.strerror}") from None
+            raise ConfigError(
+                f"{sec.key('token_file')}: cannot read {token_file!r}: {e.strerror}"
+            ) from None
     if token is not None and len(token) < 16:
         raise ConfigError(f"{sec.key('token')}: expected at least 16 characters, got {len(token)}")
     return Secret(token) if token else None
@@ -347,11 +374,15 @@ def _server(sec: _Section, environ: Mapping[str, str]) -> ServerSettings:
         host=sec.text("host", "") or "",
         token=_token(sec, environ),
         allow_unauthenticated=sec.boolean("allow_unauthenticated", False),
-        mode="native" if sec.choice("mode", "classic", ("classic", "native")) == "native" else "classic",
+        mode="native"
+        if sec.choice("mode", "classic", ("classic", "native")) == "native"
+        else "classic",
         idle_sigterm_linger_seconds=sec.number("idle_sigterm_linger_seconds", 5.0),
     )
     if 15000 <= server.port <= 15099:
-        raise ConfigError(f"server.port: expected a port outside Istio's 15000-15099, got {server.port}")
+        raise ConfigError(
+            f"server.port: expected a port outside Istio's 15000-15099, got {server.port}"
+        )
     if server.token is None and not server.allow_unauthenticated:
         raise ConfigError(
             "server.token: required (set SHUTDOWN_COORDINATOR_TOKEN or server.token_file), "
@@ -368,8 +399,9 @@ def _budget(sec: _Section, environ: Mapping[str, str]) -> BudgetSettings:
         try:
             grace_default = float(grace_text)
         except ValueError:
+            shown = _show(grace_text)
             raise ConfigError(
-                f"TERMINATION_GRACE_PERIOD_SECONDS: expected a number of seconds, got {_show(grace_text)}"
+                f"TERMINATION_GRACE_PERIOD_SECONDS: expected a number of seconds, got {shown}"
             ) from None
     budget = BudgetSettings(
         grace_seconds=sec.number("grace_seconds", grace_default, minimum=1.0),

@@ -1,4 +1,4 @@
-"""Suite-wide guards: structlog back to defaults (no cached loggers), so capture_logs sees every event."""
+"""Suite-wide guards: structlog at its defaults (no cached loggers), so capture_logs sees all."""
 
 from __future__ import annotations
 

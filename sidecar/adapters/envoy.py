@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -39,9 +38,11 @@ class EnvoyAdmin:
             async with self._session.request(method, URL(url, encoded=True)) as response:
                 body = await response.text()
                 if response.status != 200:
-                    raise AdapterError(f"{method} {url}: HTTP {response.status}: {truncate(body.strip())}")
+                    raise AdapterError(
+                        f"{method} {url}: HTTP {response.status}: {truncate(body.strip())}"
+                    )
                 return body
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             raise AdapterError(f"{method} {url}: {type(e).__name__}: {e}") from e
 
     async def drain_inbound(self) -> None:
@@ -72,10 +73,16 @@ class EnvoyAdmin:
         result: dict[str, int] = {}
         for line in text.splitlines():
             name, _, value = line.partition(":")
-            if not name.startswith("listener.") or ".worker_" in name or name.startswith("listener.admin."):
+            if (
+                not name.startswith("listener.")
+                or ".worker_" in name
+                or name.startswith("listener.admin.")
+            ):
                 continue
             try:
-                result[name.removeprefix("listener.").removesuffix(".downstream_cx_active")] = int(value)
+                result[name.removeprefix("listener.").removesuffix(".downstream_cx_active")] = int(
+                    value
+                )
             except ValueError:
                 continue
         return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -11,7 +12,9 @@ from sidecar.adapters import procnet
 from sidecar.adapters.sockdiag import SockDiag
 from sidecar.errors import AdapterError
 from sidecar.model.traffic import TrafficSample
-from sidecar.settings import TrafficSourceName
+
+if TYPE_CHECKING:
+    from sidecar.settings import TrafficSourceName
 
 log = structlog.get_logger(__name__)
 
@@ -20,7 +23,10 @@ class NetnsTrafficSource:
     """Reads the sockets on the watched ports; `auto` falls back to /proc if netlink fails."""
 
     def __init__(
-        self, ports: frozenset[int], source: TrafficSourceName = "auto", proc_net: Path = Path("/proc/net")
+        self,
+        ports: frozenset[int],
+        source: TrafficSourceName = "auto",
+        proc_net: Path = Path("/proc/net"),
     ) -> None:
         self._ports = ports
         self._source = source

@@ -23,7 +23,8 @@ def _address(hex_address: str) -> str:
     raw = bytes.fromhex(hex_address)
     # Each 4-byte word is printed as a host-order integer; its memory bytes are network order.
     words = b"".join(
-        int.from_bytes(raw[i : i + 4], "big").to_bytes(4, sys.byteorder) for i in range(0, len(raw), 4)
+        int.from_bytes(raw[i : i + 4], "big").to_bytes(4, sys.byteorder)
+        for i in range(0, len(raw), 4)
     )
     if len(words) == 4:
         return socket.inet_ntop(socket.AF_INET, words)
@@ -71,7 +72,9 @@ def parse(text: str, ports: frozenset[int]) -> Iterator[tuple[Connection | None,
             continue
 
 
-def read(ports: frozenset[int], root: Path = Path("/proc/net")) -> tuple[frozenset[int], tuple[Connection, ...]]:
+def read(
+    ports: frozenset[int], root: Path = Path("/proc/net")
+) -> tuple[frozenset[int], tuple[Connection, ...]]:
     """Listening ports and connections on `ports`, from both address families' tables.
 
     A dual-stack listener puts IPv4 clients in tcp6 as ::ffff:a.b.c.d, so both files are read.

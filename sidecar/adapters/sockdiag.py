@@ -67,7 +67,9 @@ def _request(family: int, ports: frozenset[int], *, kernel_filter: bool) -> byte
     if kernel_filter and ports:
         code = port_filter(ports)
         body += _RTATTR.pack(_RTATTR.size + len(code), INET_DIAG_REQ_BYTECODE) + code
-    header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+    header = _NLMSGHDR.pack(
+        _NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0
+    )
     return header + body
 
 
@@ -114,7 +116,9 @@ class SockDiag:
         text = self._peers.get(raw)
         if text is None:
             if family == socket.AF_INET or raw.startswith(_MAPPED_PREFIX):
-                text = socket.inet_ntop(socket.AF_INET, raw[12:16] if family != socket.AF_INET else raw[:4])
+                text = socket.inet_ntop(
+                    socket.AF_INET, raw[12:16] if family != socket.AF_INET else raw[:4]
+                )
             else:
                 text = socket.inet_ntop(socket.AF_INET6, raw)
             if len(self._peers) > 4096:
@@ -128,68 +132,72 @@ class SockDiag:
         sock = self._socket()
         try:
             sock.send(_request(family, ports, kernel_filter=self._kernel_filter))
+            while True:
+                data = sock.recv(1 << 20)
+                if self._messages(data, ports, listening, out):
+                    return
         except OSError as e:
             self.close()
-            raise AdapterError(f"sock_diag request failed: {e.strerror}") from e
-        ntohs = socket.ntohs
-        listen = TcpState.LISTEN
-        while True:
-            try:
-                data = sock.recv(1 << 20)
-            except OSError as e:
-                self.close()
-                raise AdapterError(f"sock_diag answer failed: {e.strerror}") from e
-            offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, kind = _NLMSGHDR.unpack_from(data, offset)[:2]
-                if length < _NLMSGHDR.size:
-                    self.close()
-                    raise AdapterError(f"sock_diag sent a malformed message (length {length})")
-                if kind == NLMSG_DONE:
-                    return
-                if kind == NLMSG_ERROR:
-                    code = -_NLERR.unpack_from(data, offset + _NLMSGHDR.size)[0]
-                    self.close()
-                    raise AdapterError(f"sock_diag refused the request: {errno.errorcode.get(code, code)}")
-                body = offset + _NLMSGHDR.size
-                fam, state, sport, dport, _src, dst, cookie, rqueue, wqueue, _inode = _MSG.unpack_from(
-                    data, body
+            raise AdapterError(f"sock_diag dump failed: {e.strerror}") from e
+        except AdapterError:
+            self.close()
+            raise
+
+    def _messages(
+        self, data: bytes, ports: frozenset[int], listening: set[int], out: list[Connection]
+    ) -> bool:
+        """Parse one datagram of the dump; True once the kernel says it is done."""
+        offset = 0
+        while offset + _NLMSGHDR.size <= len(data):
+            length, kind = _NLMSGHDR.unpack_from(data, offset)[:2]
+            if length < _NLMSGHDR.size:
+                raise AdapterError(f"sock_diag sent a malformed message (length {length})")
+            if kind == NLMSG_DONE:
+                return True
+            if kind == NLMSG_ERROR:
+                code = -_NLERR.unpack_from(data, offset + _NLMSGHDR.size)[0]
+                raise AdapterError(
+                    f"sock_diag refused the request: {errno.errorcode.get(code, code)}"
                 )
-                port = ntohs(sport)
-                if port in ports:
-                    if state == listen:
-                        listening.add(port)
-                    else:
-                        sent = recv = acked = received = None
-                        attr = body + _MSG.size
-                        end = offset + length
-                        while attr + _RTATTR.size <= end:
-                            attr_len, attr_type = _RTATTR.unpack_from(data, attr)
-                            if attr_len < _RTATTR.size:
-                                break
-                            if attr_type == INET_DIAG_INFO:
-                                size = attr_len - _RTATTR.size
-                                if size >= _TCP_INFO.size:
-                                    sent, recv, acked, received = _TCP_INFO.unpack_from(
-                                        data, attr + _RTATTR.size
-                                    )
-                                elif size >= _TCP_TIMES.size:
-                                    sent, recv = _TCP_TIMES.unpack_from(data, attr + _RTATTR.size)
-                                break
-                            attr += (attr_len + 3) & ~3
-                        out.append(
-                            Connection(
-                                port,
-                                self._peer(fam, dst),
-                                ntohs(dport),
-                                state,
-                                cookie,
-                                rqueue,
-                                wqueue,
-                                recv,
-                                sent,
-                                acked,
-                                received,
-                            )
+            body = offset + _NLMSGHDR.size
+            fam, state, sport, dport, _, dst, cookie, rqueue, wqueue, _ = _MSG.unpack_from(
+                data, body
+            )
+            port = socket.ntohs(sport)
+            if port in ports:
+                if state == TcpState.LISTEN:
+                    listening.add(port)
+                else:
+                    info = _tcp_info(data, body + _MSG.size, offset + length)
+                    peer = self._peer(fam, dst)
+                    out.append(
+                        Connection(
+                            port, peer, socket.ntohs(dport), state, cookie, rqueue, wqueue, *info
                         )
-                offset += (length + 3) & ~3
+                    )
+            offset += (length + 3) & ~3
+        return False
+
+
+_NO_INFO: tuple[None, None, None, None] = (None, None, None, None)
+
+
+def _tcp_info(
+    data: bytes, attr: int, end: int
+) -> tuple[int | None, int | None, int | None, int | None]:
+    """(last receive ms, last send ms, bytes acked, bytes received) from INET_DIAG_INFO."""
+    while attr + _RTATTR.size <= end:
+        attr_len, attr_type = _RTATTR.unpack_from(data, attr)
+        if attr_len < _RTATTR.size:
+            break
+        if attr_type == INET_DIAG_INFO:
+            size = attr_len - _RTATTR.size
+            if size >= _TCP_INFO.size:
+                sent, recv, acked, received = _TCP_INFO.unpack_from(data, attr + _RTATTR.size)
+                return recv, sent, acked, received
+            if size >= _TCP_TIMES.size:
+                sent, recv = _TCP_TIMES.unpack_from(data, attr + _RTATTR.size)
+                return recv, sent, None, None
+            break
+        attr += (attr_len + 3) & ~3
+    return _NO_INFO

@@ -55,12 +55,20 @@ async def start_agent(settings: Settings) -> Agent:
         else None
     )
     metrics = Metrics()
-    coordinator = Coordinator(settings, traffic=traffic, processes=ProcessProbe(), proxy=envoy, listener=metrics)
+    coordinator = Coordinator(
+        settings, traffic=traffic, processes=ProcessProbe(), proxy=envoy, listener=metrics
+    )
     book = HookBook()
     loop = asyncio.get_running_loop()
     metrics.watch(
-        lambda: coordinator.budget.remaining(loop.time()) if coordinator.budget else settings.budget.grace_seconds,
-        lambda: {k: int(v) for k, v in coordinator.monitor.snapshot().items() if isinstance(v, int)},
+        lambda: (
+            coordinator.budget.remaining(loop.time())
+            if coordinator.budget
+            else settings.budget.grace_seconds
+        ),
+        lambda: {
+            k: int(v) for k, v in coordinator.monitor.snapshot().items() if isinstance(v, int)
+        },
     )
     # Handlers still running at cleanup (held hooks) get the rest of the budget to finish.
     runner = web.AppRunner(
@@ -72,7 +80,9 @@ async def start_agent(settings: Settings) -> Agent:
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host or None, settings.server.port)
     await site.start()
-    log.info("agent_ready", port=settings.server.port, containers=[c.name for c in settings.containers])
+    log.info(
+        "agent_ready", port=settings.server.port, containers=[c.name for c in settings.containers]
+    )
     return Agent(settings, coordinator, book, metrics, runner, traffic, envoy)
 
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from sidecar.settings import TOKEN_HEADER
+
 if TYPE_CHECKING:
     from sidecar.agent.metrics import Metrics
     from sidecar.agent.state import HookBook
@@ -18,13 +20,13 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-TOKEN_HEADER = "X-Shutdown-Token"
-
 
 class Hooks:
     """Request handlers; all state lives in the coordinator and the hook book."""
 
-    def __init__(self, settings: Settings, coordinator: Coordinator, book: HookBook, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, coordinator: Coordinator, book: HookBook, metrics: Metrics
+    ) -> None:
         self._settings = settings
         self._coordinator = coordinator
         self._book = book
@@ -46,13 +48,17 @@ class Hooks:
         if not self._authorised(request):
             self._book.rejected["token"] += 1
             self._metrics.hooks.labels("", "rejected_token").inc()
-            log.warning("prestop_rejected", reason="bad or missing token", container=container, peer=peer)
+            log.warning(
+                "prestop_rejected", reason="bad or missing token", container=container, peer=peer
+            )
             return web.json_response({"error": "forbidden: missing or wrong token"}, status=403)
         if self._settings.container(container) is None:
             self._book.rejected["unknown_container"] += 1
             self._metrics.hooks.labels("", "unknown_container").inc()
             known = [c.name for c in self._settings.containers]
-            log.warning("prestop_rejected", reason="unknown container", container=container, known=known)
+            log.warning(
+                "prestop_rejected", reason="unknown container", container=container, known=known
+            )
             return web.json_response(
                 {"error": f"unknown container {container!r}", "known": known}, status=404
             )
@@ -69,7 +75,11 @@ class Hooks:
         finally:
             self._book.let_go()
         return web.json_response(
-            {"container": container, "released": True, "waited_seconds": round(loop.time() - received, 3)}
+            {
+                "container": container,
+                "released": True,
+                "waited_seconds": round(loop.time() - received, 3),
+            }
         )
 
     async def healthz(self, _: web.Request) -> web.Response:
@@ -104,7 +114,10 @@ def status_document(coordinator: Coordinator, book: HookBook) -> dict[str, Any]:
                 "hooks_received": book.received[c.name],
                 "state": "released" if c.name in released else "waiting",
                 **(
-                    {"released_at_seconds": round(released[c.name].at - start, 3), "reason": released[c.name].reason}
+                    {
+                        "released_at_seconds": round(released[c.name].at - start, 3),
+                        "reason": released[c.name].reason,
+                    }
                     if c.name in released
                     else {}
                 ),
@@ -136,7 +149,9 @@ def status_document(coordinator: Coordinator, book: HookBook) -> dict[str, Any]:
     return doc
 
 
-def build_app(settings: Settings, coordinator: Coordinator, book: HookBook, metrics: Metrics) -> web.Application:
+def build_app(
+    settings: Settings, coordinator: Coordinator, book: HookBook, metrics: Metrics
+) -> web.Application:
     """The aiohttp application with every route."""
     hooks = Hooks(settings, coordinator, book, metrics)
     app = web.Application()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_HCM = (
+    "type.googleapis.com/"
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 
 
@@ -36,11 +39,21 @@ def sidecar(*, host: str, listen_port: int, admin_port: int, app_port: int) -> d
                                                 {
                                                     "name": "app",
                                                     "domains": ["*"],
-                                                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}],
+                                                    "routes": [
+                                                        {
+                                                            "match": {"prefix": "/"},
+                                                            "route": {"cluster": "app"},
+                                                        }
+                                                    ],
                                                 }
                                             ],
                                         },
-                                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}],
+                                        "http_filters": [
+                                            {
+                                                "name": "envoy.filters.http.router",
+                                                "typed_config": {"@type": _ROUTER},
+                                            }
+                                        ],
                                     },
                                 }
                             ]
@@ -55,7 +68,9 @@ def sidecar(*, host: str, listen_port: int, admin_port: int, app_port: int) -> d
                     "connect_timeout": "1s",
                     "load_assignment": {
                         "cluster_name": "app",
-                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(host, app_port)}}]}],
+                        "endpoints": [
+                            {"lb_endpoints": [{"endpoint": {"address": _address(host, app_port)}}]}
+                        ],
                     },
                 }
             ],

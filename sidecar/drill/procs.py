@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path  # noqa: TC003 - used at run time by the Proc dataclass
 from typing import TYPE_CHECKING, Any
 
 from sidecar.drill import envoy_config
@@ -27,7 +27,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 async def wait_for_port(host: str, port: int, *, timeout_seconds: float = 10.0) -> None:
-    """Return once something accepts connections on host:port; raise TimeoutError after the timeout."""
+    """Return once host:port accepts connections; TimeoutError after the timeout."""
     async with asyncio.timeout(timeout_seconds):
         while True:
             try:
@@ -61,7 +61,8 @@ class Proc:
 
     async def exited(self, timeout_seconds: float) -> int:
         """Wait for the process to end; raise TimeoutError if it does not."""
-        assert self._waiter is not None
+        if self._waiter is None:
+            self._waiter = asyncio.ensure_future(self._wait())
         async with asyncio.timeout(timeout_seconds):
             return await asyncio.shield(self._waiter)
 
@@ -102,15 +103,33 @@ async def spawn(
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            *argv, stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL, env=env
+            *argv,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=env,
         )
     return Proc(name, process, log_path)
 
 
-async def start_app(workdir: Path, *, name: str, host: str, port: int, latency_ms: tuple[int, int]) -> Proc:
+async def start_app(
+    workdir: Path, *, name: str, host: str, port: int, latency_ms: tuple[int, int]
+) -> Proc:
     """The drill's app, serving once this returns."""
-    argv = [sys.executable, "-m", "sidecar.drill.app", "--host", host, "--port", str(port), "--name", name]
-    proc = await spawn(name, [*argv, "--latency-ms", str(latency_ms[0]), str(latency_ms[1])], workdir)
+    argv = [
+        sys.executable,
+        "-m",
+        "sidecar.drill.app",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--name",
+        name,
+    ]
+    proc = await spawn(
+        name, [*argv, "--latency-ms", str(latency_ms[0]), str(latency_ms[1])], workdir
+    )
     await wait_for_port(host, port)
     return proc
 
@@ -127,7 +146,9 @@ async def start_envoy(
 ) -> Proc:
     """A pod's Envoy sidecar in front of its app, serving once this returns."""
     config_path = workdir / f"{name}.json"
-    document = envoy_config.sidecar(host=host, listen_port=listen_port, admin_port=admin_port, app_port=app_port)
+    document = envoy_config.sidecar(
+        host=host, listen_port=listen_port, admin_port=admin_port, app_port=app_port
+    )
     config_path.write_text(json.dumps(document), encoding="utf-8")
     proc = await spawn(name, envoy_config.command(envoy_binary(), str(config_path)), workdir)
     await wait_for_port(host, listen_port)

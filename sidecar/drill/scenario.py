@@ -1,4 +1,4 @@
-"""One pod deleted under load, with real processes: app, Envoy sidecar, the agent, a kubelet stand-in.
+"""One pod deleted under load with real processes: app, Envoy sidecar, agent, a kubelet stand-in.
 
 The load balancer in front stands for the data plane: it keeps sending to the pod until the
 propagation delay has passed, then sends to another replica. A pinned client stands for a
@@ -20,12 +20,12 @@ import aiohttp
 import yaml
 
 from sidecar.drill.procs import Proc, free_port, spawn, start_app, start_envoy, wait_for_port
+from sidecar.settings import TOKEN_HEADER
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 HOST = "127.0.0.1"
-TOKEN_HEADER = "X-Shutdown-Token"
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,10 @@ class Router:
         self.other_url = other_url
         self.flipped = False
 
+    def flip(self) -> None:
+        """The data plane has applied the pod's removal."""
+        self.flipped = True
+
     def pick(self) -> tuple[str, str]:
         """(name, url) of where a new request goes now."""
         return ("other", self.other_url) if self.flipped else ("pod", self.pod_url)
@@ -99,7 +103,9 @@ async def _request(
         async with session.get(url) as response:
             await response.read()
             closed = response.headers.get("Connection", "").lower() == "close"
-            out.append(RequestRecord(client, target, started, loop.time(), response.status, None, closed))
+            out.append(
+                RequestRecord(client, target, started, loop.time(), response.status, None, closed)
+            )
             return closed
     except (aiohttp.ClientError, TimeoutError) as e:
         out.append(RequestRecord(client, target, started, loop.time(), None, type(e).__name__))
@@ -113,10 +119,14 @@ async def _worker(name: str, router: Router, stop: asyncio.Event, out: list[Requ
             await _request(session, name, target, url, out)
 
 
-async def _pinned(router: Router, stop: asyncio.Event, interval: float, out: list[RequestRecord]) -> None:
+async def _pinned(
+    router: Router, stop: asyncio.Event, interval: float, out: list[RequestRecord]
+) -> None:
     """A client on one keep-alive connection to the pod; it re-resolves only when told to close."""
     connector = aiohttp.TCPConnector(limit=1)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=10)
+    ) as session:
         target, url = "pod", router.pod_url
         while not stop.is_set():
             if await _request(session, "pinned", target, url, out):
@@ -126,14 +136,17 @@ async def _pinned(router: Router, stop: asyncio.Event, interval: float, out: lis
 
 
 async def _kubelet_hook(
-    name: str, proc: Proc, agent_url: str, token: str, outcome: Outcome, grace: float
+    name: str, proc: Proc, *, agent_url: str, token: str, outcome: Outcome, grace: float
 ) -> None:
-    """preStop httpGet, then SIGTERM, then SIGKILL after max(remaining, 2 s) (reference B4, B7)."""
+    """PreStop httpGet, then SIGTERM, then SIGKILL after max(remaining, 2 s) (reference B4, B7)."""
     loop = asyncio.get_running_loop()
     try:
-        async with aiohttp.ClientSession() as session, asyncio.timeout(grace):
-            async with session.get(f"{agent_url}/prestop/{name}", headers={TOKEN_HEADER: token}) as response:
-                await response.read()  # the status code is ignored, as the kubelet does
+        async with (
+            aiohttp.ClientSession() as session,
+            asyncio.timeout(grace),
+            session.get(f"{agent_url}/prestop/{name}", headers={TOKEN_HEADER: token}) as response,
+        ):
+            await response.read()  # the status code is ignored, as the kubelet does
     except (aiohttp.ClientError, TimeoutError) as e:
         outcome.hook_errors[name] = type(e).__name__
     outcome.hook_returned[name] = loop.time()
@@ -147,7 +160,9 @@ async def _kubelet_hook(
     outcome.exited[name] = proc.exited_at or loop.time()
 
 
-def agent_settings(params: Params, *, agent_port: int, app_port: int, envoy_port: int, admin_port: int) -> dict[str, Any]:
+def agent_settings(
+    params: Params, *, agent_port: int, app_port: int, envoy_port: int, admin_port: int
+) -> dict[str, Any]:
     """The agent's settings file for this pod."""
     return {
         "containers": [
@@ -172,43 +187,81 @@ async def run(workdir: Path, params: Params) -> Outcome:
     app_port, envoy_port, admin_port, agent_port, other_port = (free_port() for _ in range(5))
     token = secrets.token_hex(16)
     settings_path = workdir / "agent.yaml"
-    settings = agent_settings(params, agent_port=agent_port, app_port=app_port, envoy_port=envoy_port, admin_port=admin_port)
+    settings = agent_settings(
+        params,
+        agent_port=agent_port,
+        app_port=app_port,
+        envoy_port=envoy_port,
+        admin_port=admin_port,
+    )
     settings_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
     procs: list[Proc] = []
     stop = asyncio.Event()
     load: list[asyncio.Task[None]] = []
     try:
-        app = await start_app(workdir, name="app", host=HOST, port=app_port, latency_ms=params.latency_ms)
-        other = await start_app(workdir, name="other", host=HOST, port=other_port, latency_ms=params.latency_ms)
+        app = await start_app(
+            workdir, name="app", host=HOST, port=app_port, latency_ms=params.latency_ms
+        )
+        other = await start_app(
+            workdir, name="other", host=HOST, port=other_port, latency_ms=params.latency_ms
+        )
         procs += [app, other]
         envoy = await start_envoy(
-            workdir, name="envoy", host=HOST, listen_port=envoy_port, admin_port=admin_port, app_port=app_port
+            workdir,
+            name="envoy",
+            host=HOST,
+            listen_port=envoy_port,
+            admin_port=admin_port,
+            app_port=app_port,
         )
         procs.append(envoy)
         env = {"SHUTDOWN_COORDINATOR_TOKEN": token, "PATH": "/usr/bin:/bin"}
         agent = await spawn(
-            "agent", [sys.executable, "-m", "sidecar", "agent", "-c", str(settings_path), "--log-format", "json"],
-            workdir, env,
+            "agent",
+            [
+                sys.executable,
+                "-m",
+                "sidecar",
+                "agent",
+                "-c",
+                str(settings_path),
+                "--log-format",
+                "json",
+            ],
+            workdir,
+            env,
         )
         procs.append(agent)
         await wait_for_port(HOST, agent_port)
 
         router = Router(f"http://{HOST}:{envoy_port}/", f"http://{HOST}:{other_port}/")
         outcome = Outcome(t0=0.0, flip_at=0.0)
-        load = [asyncio.create_task(_worker(f"w{i}", router, stop, outcome.requests)) for i in range(params.workers)]
-        load.append(asyncio.create_task(_pinned(router, stop, params.pinned_interval_seconds, outcome.requests)))
+        load = [
+            asyncio.create_task(_worker(f"w{i}", router, stop, outcome.requests))
+            for i in range(params.workers)
+        ]
+        load.append(
+            asyncio.create_task(
+                _pinned(router, stop, params.pinned_interval_seconds, outcome.requests)
+            )
+        )
         await asyncio.sleep(1.0)  # steady load before the deletion, so there is traffic to protect
 
         # The deletion: hooks in parallel, and (classic container) the agent's own SIGTERM.
         outcome.t0 = loop.time()
         outcome.flip_at = outcome.t0 + params.propagation_delay_seconds
-        loop.call_at(outcome.flip_at, setattr, router, "flipped", True)
+        loop.call_at(outcome.flip_at, router.flip)
         if params.agent_gets_sigterm_at_start:
             agent.signal(signal.SIGTERM)
-        agent_url = f"http://{HOST}:{agent_port}"
+        hook_args: dict[str, Any] = {
+            "agent_url": f"http://{HOST}:{agent_port}",
+            "token": token,
+            "outcome": outcome,
+            "grace": params.grace_seconds,
+        }
         await asyncio.gather(
-            _kubelet_hook("app", app, agent_url, token, outcome, params.grace_seconds),
-            _kubelet_hook("proxy", envoy, agent_url, token, outcome, params.grace_seconds),
+            _kubelet_hook("app", app, **hook_args),
+            _kubelet_hook("proxy", envoy, **hook_args),
         )
         await asyncio.sleep(0.5)  # a little load after the pod is gone, to show nothing breaks
         stop.set()

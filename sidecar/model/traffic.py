@@ -147,7 +147,9 @@ def assess(sample: TrafficSample, policy: TrafficPolicy) -> TrafficView:
         else:
             idle += 1
         # A new connection's last receive is its handshake, so it counts as activity too.
-        if conn.last_recv_ms is not None and (freshest_ms is None or conn.last_recv_ms < freshest_ms):
+        if conn.last_recv_ms is not None and (
+            freshest_ms is None or conn.last_recv_ms < freshest_ms
+        ):
             freshest_ms = conn.last_recv_ms
     last = None if freshest_ms is None else sample.taken_at - freshest_ms / 1000
     return TrafficView(established, in_flight, idle, close_wait, by_port, last)

@@ -1,4 +1,4 @@
-"""The single-flight shutdown: every phase in order, under one budget, every hook answered in time."""
+"""The single-flight shutdown: phases in order under one budget, every hook answered in time."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ _OVERRUN_SECONDS = 0.1
 class Coordinator:
     """Runs the one shutdown of this pod; hooks join it and wait for their container's turn."""
 
-    def __init__(  # noqa: PLR0913 - one dependency per phase, all keyword-only
+    def __init__(
         self,
         settings: Settings,
         *,
@@ -64,7 +64,9 @@ class Coordinator:
         self._listener = listener
         self.monitor = TrafficMonitor(
             traffic,
-            policy_for(inbound_ports(settings), settings.pod.host_ip, settings.traffic.ignore_peers),
+            policy_for(
+                inbound_ports(settings), settings.pod.host_ip, settings.traffic.ignore_peers
+            ),
             settings.traffic.sample_interval_seconds,
         )
         self._released = {c.name: asyncio.Event() for c in settings.containers}
@@ -123,7 +125,11 @@ class Coordinator:
         apps = [g for g in self.groups if not g.is_proxy]
         proxy_group = next((g for g in self.groups if g.is_proxy), None)
         last_answer = budget.release_by[-1]
-        log.info("shutdown_started", grace_seconds=budget.grace_seconds, groups=[g.names for g in self.groups])
+        log.info(
+            "shutdown_started",
+            grace_seconds=budget.grace_seconds,
+            groups=[g.names for g in self.groups],
+        )
         # Whatever happens below, each group is answered at its latest time, in plan order.
         timers = [
             loop.call_at(when, self._release_through, group.index, "deadline")
@@ -134,10 +140,16 @@ class Coordinator:
             async with asyncio.timeout_at(budget.hard_deadline):
                 # 1. confirm: the token was checked by the server; the API check comes with
                 #    the Kubernetes adapter.
-                await self._phase(Phase.CONFIRM, _done(Result(Outcome.OK, {"by": "token"})), last_answer)
+                await self._phase(
+                    Phase.CONFIRM, _done(Result(Outcome.OK, {"by": "token"})), last_answer
+                )
                 # 2. announce runs beside unroute, quiesce and drain; it must end before release.
                 announce_task = asyncio.create_task(
-                    self._phase(Phase.ANNOUNCE, _registry(self._announce, budget.release_by[0]), budget.release_by[0]),
+                    self._phase(
+                        Phase.ANNOUNCE,
+                        _registry(self._announce, budget.release_by[0]),
+                        budget.release_by[0],
+                    ),
                     name="announce",
                 )
                 self.monitor.start()
@@ -173,8 +185,12 @@ class Coordinator:
                 for group in apps:
                     if group.index > 0:
                         previous = self.groups[group.index - 1]
-                        deadline = budget.phase_deadline(loop.time(), phases.exit_wait_max_seconds, group.index)
-                        await self._phase(f"exit:{previous.index}", self._exit(previous, deadline), deadline)
+                        deadline = budget.phase_deadline(
+                            loop.time(), phases.exit_wait_max_seconds, group.index
+                        )
+                        await self._phase(
+                            f"exit:{previous.index}", self._exit(previous, deadline), deadline
+                        )
                     self._release_through(group.index, "turn")
                 await announce_task
                 # 7. the apps exit; the proxy carries their last outbound calls until then.
@@ -187,14 +203,19 @@ class Coordinator:
                 if proxy_group is not None:
                     await self._phase(
                         Phase.RELEASE_PROXY,
-                        self._release_proxy(proxy_group, budget.phase_deadline(
-                            loop.time(), phases.proxy_drain_max_seconds, proxy_group.index
-                        )),
+                        self._release_proxy(
+                            proxy_group,
+                            budget.phase_deadline(
+                                loop.time(), phases.proxy_drain_max_seconds, proxy_group.index
+                            ),
+                        ),
                         last_answer,
                     )
         except TimeoutError:
             log.warning("shutdown_overran", phase=self.current)
-            self._record(self.current, loop.time(), Result(Outcome.TIMED_OUT, {"reason": "hard deadline"}))
+            self._record(
+                self.current, loop.time(), Result(Outcome.TIMED_OUT, {"reason": "hard deadline"})
+            )
         finally:
             for timer in timers:
                 timer.cancel()
@@ -245,7 +266,9 @@ class Coordinator:
         return result
 
     def _record(self, name: str, started: float, result: Result) -> None:
-        record = PhaseRecord(str(name), started, asyncio.get_running_loop().time(), result.outcome, result.detail)
+        record = PhaseRecord(
+            str(name), started, asyncio.get_running_loop().time(), result.outcome, result.detail
+        )
         self.records.append(record)
         log.info(
             "phase_finished",

@@ -1,4 +1,4 @@
-"""Phase drain: in-flight requests on the inbound ports finish; idle keep-alive ones do not count."""
+"""Phase drain: in-flight requests on inbound ports finish; idle keep-alive ones do not count."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     from sidecar.shutdown.observe import TrafficMonitor
 
 
-async def drain(monitor: TrafficMonitor, *, deadline: float, ports: frozenset[int] | None = None) -> Result:
+async def drain(
+    monitor: TrafficMonitor, *, deadline: float, ports: frozenset[int] | None = None
+) -> Result:
     """Wait until no connection on `ports` (default: every inbound port) is in flight."""
 
     def in_flight(m: TrafficMonitor) -> int:
@@ -24,7 +26,9 @@ async def drain(monitor: TrafficMonitor, *, deadline: float, ports: frozenset[in
     drained = await monitor.wait_until(lambda m: in_flight(m) == 0, deadline)
     detail: dict[str, object] = monitor.snapshot()
     if monitor.view is not None:
-        detail["in_flight_by_port"] = {str(k): v for k, v in sorted(monitor.view.in_flight_by_port.items())}
+        detail["in_flight_by_port"] = {
+            str(k): v for k, v in sorted(monitor.view.in_flight_by_port.items())
+        }
     if not drained:
         return Result(Outcome.TIMED_OUT, detail)
     if monitor.latest is not None and not monitor.latest.has_timing:

@@ -32,7 +32,9 @@ class TrafficMonitor:
     between the first hook and the end of the shutdown (no cost while the pod serves).
     """
 
-    def __init__(self, source: TrafficSource, policy: TrafficPolicy, interval_seconds: float) -> None:
+    def __init__(
+        self, source: TrafficSource, policy: TrafficPolicy, interval_seconds: float
+    ) -> None:
         self._source = source
         self.policy = policy
         self._interval = interval_seconds
@@ -78,7 +80,9 @@ class TrafficMonitor:
                     self._changed.notify_all()
             await asyncio.sleep(max(0.0, self._interval - (loop.time() - started)))
 
-    async def wait_until(self, predicate: Callable[[TrafficMonitor], bool], deadline: float) -> bool:
+    async def wait_until(
+        self, predicate: Callable[[TrafficMonitor], bool], deadline: float
+    ) -> bool:
         """Wait until `predicate(self)` holds after a sample; False if `deadline` came first."""
         try:
             async with asyncio.timeout_at(deadline), self._changed:

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sidecar.model.report import Outcome
-
 if TYPE_CHECKING:
-    from sidecar.model.report import PhaseRecord, Release
+    from sidecar.model.report import Outcome, PhaseRecord, Release
     from sidecar.model.traffic import TrafficSample
 
 

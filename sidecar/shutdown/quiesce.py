@@ -1,4 +1,4 @@
-"""Phase quiesce: wait until the data plane has caught up (no inbound activity for a quiet window)."""
+"""Phase quiesce: wait until the data plane caught up (no inbound activity for a quiet window)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,11 @@ async def quiesce(
             degraded = True
     went_quiet = await monitor.wait_until(
         lambda m: quiet(
-            m.track, now=loop.time(), since=started, window_seconds=window_seconds, min_seconds=min_seconds
+            m.track,
+            now=loop.time(),
+            since=started,
+            window_seconds=window_seconds,
+            min_seconds=min_seconds,
         ),
         deadline,
     )

@@ -34,7 +34,10 @@ async def wait_exit(
     observable = bool(group.ports or group.process_names)
     while True:
         if own_sigterm is not None and own_sigterm.is_set():
-            return Result(Outcome.OK, {"seen_by": "own_sigterm", "waited_seconds": round(loop.time() - started, 3)})
+            return Result(
+                Outcome.OK,
+                {"seen_by": "own_sigterm", "waited_seconds": round(loop.time() - started, 3)},
+            )
         if observable and monitor.latest is not None:
             running = await processes.running(group.process_names)
             if group_exited(monitor.latest, group.ports, running):
@@ -46,12 +49,18 @@ async def wait_exit(
                     },
                 )
         if loop.time() >= deadline or not await _next(monitor, own_sigterm, deadline):
-            reason = "still running" if observable else "exit not observable (no ports or process names)"
+            reason = (
+                "still running" if observable else "exit not observable (no ports or process names)"
+            )
             outcome = Outcome.TIMED_OUT if observable else Outcome.DEGRADED
-            return Result(outcome, {"reason": reason, "waited_seconds": round(loop.time() - started, 3)})
+            return Result(
+                outcome, {"reason": reason, "waited_seconds": round(loop.time() - started, 3)}
+            )
 
 
-async def _next(monitor: TrafficMonitor, own_sigterm: asyncio.Event | None, deadline: float) -> bool:
+async def _next(
+    monitor: TrafficMonitor, own_sigterm: asyncio.Event | None, deadline: float
+) -> bool:
     """Wait for a new sample or our SIGTERM, whichever comes first; False at the deadline."""
     waiters = [asyncio.ensure_future(monitor.next_sample(deadline))]
     if own_sigterm is not None:

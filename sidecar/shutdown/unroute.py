@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from sidecar.shutdown.protocols import RotationWatch
 
 
-async def unroute(rotation: RotationWatch | None, *, deadline: float, fallback_delay_seconds: float) -> Result:
+async def unroute(
+    rotation: RotationWatch | None, *, deadline: float, fallback_delay_seconds: float
+) -> Result:
     """Observe the EndpointSlices; without an API adapter, wait a bounded fixed delay instead."""
     if rotation is not None:
         return await rotation.wait_out_of_rotation(deadline)
@@ -22,5 +24,8 @@ async def unroute(rotation: RotationWatch | None, *, deadline: float, fallback_d
     await asyncio.sleep(max(0.0, until - started))
     return Result(
         Outcome.DEGRADED,
-        {"reason": "no API adapter: waited a fixed delay", "waited_seconds": round(until - started, 3)},
+        {
+            "reason": "no API adapter: waited a fixed delay",
+            "waited_seconds": round(until - started, 3),
+        },
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,13 +12,15 @@ from sidecar.drill.scenario import Outcome, Params, run
 pytestmark = pytest.mark.envoy
 
 
-def _finished(outcome: Outcome) -> dict:
+def _finished(outcome: Outcome) -> dict[str, Any]:
     lines = [line for line in outcome.agent_log if line.get("event") == "shutdown_finished"]
     assert len(lines) == 1, outcome.agent_log[-5:]
     return lines[0]
 
 
-async def test_no_request_fails_and_hooks_return_in_order_before_the_deadline(tmp_path: Path) -> None:
+async def test_no_request_fails_and_hooks_return_in_order_before_the_deadline(
+    tmp_path: Path,
+) -> None:
     params = Params()
     outcome = await run(tmp_path, params)
 
