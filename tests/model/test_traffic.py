@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from sidecar.model.traffic import (
+    ActivityTrack,
+    Connection,
+    TcpState,
+    TrafficSample,
+    assess,
+    group_exited,
+    is_in_flight,
+    policy_for,
+    quiet,
+    track_activity,
+)
+
+E, CW, LISTEN = TcpState.ESTABLISHED, TcpState.CLOSE_WAIT, TcpState.LISTEN
+
+
+def conn(  # noqa: PLR0913, PLR0917 - one knob per field of a Connection
+    port=8080,
+    peer="10.0.0.9",
+    state=E,
+    key=1,
+    rx=0,
+    tx=0,
+    recv=5000,
+    send=4000,
+    acked=100,
+    received=80,
+):
+    return Connection(port, peer, 40000, state, key, rx, tx, recv, send, acked, received)
+
+
+@pytest.mark.parametrize(
+    ("connection", "busy"),
+    [
+        (
+            conn(recv=5000, send=4000),
+            False,
+        ),  # answered 4 s ago, asked nothing since: idle keep-alive
+        (conn(recv=300, send=4000), True),  # asked 0.3 s ago, not answered yet
+        (conn(rx=120), True),  # request bytes not read by the app yet
+        (conn(tx=4096), True),  # answer bytes not acknowledged yet
+        (conn(recv=5000, send=100), True),  # still streaming an answer
+        (
+            conn(recv=40, send=40, acked=0, received=18),
+            True,
+        ),  # first request, same millisecond as the handshake
+        (
+            conn(recv=900, send=900, acked=0, received=0),
+            False,
+        ),  # connected, never asked (pre-warmed pool)
+        (
+            conn(recv=900, send=900, acked=None, received=None),
+            False,
+        ),  # old kernel, equal times: answered
+    ],
+)
+def test_in_flight_tells_work_from_idle_keep_alive(connection, busy):
+    assert is_in_flight(connection, has_timing=True) is busy
+
+
+def test_without_timing_every_open_connection_is_busy():
+    assert is_in_flight(conn(recv=None, send=None), has_timing=False)
+
+
+def sample(*conns, listening=(), at=100.0, timing=True):
+    return TrafficSample(at, frozenset(listening), tuple(conns), timing)
+
+
+def test_assess_counts_only_watched_ports_and_never_the_node():
+    policy = policy_for({8080, 15006}, "10.0.0.1", [ipaddress.ip_network("192.168.0.0/16")])
+    view = assess(
+        sample(
+            conn(port=8080, recv=200, send=4000),  # in flight
+            conn(port=15006, key=2),  # idle
+            conn(port=9999, key=3, recv=10, send=4000),  # not watched
+            conn(peer="10.0.0.1", key=4, recv=10, send=4000),  # kubelet probe
+            conn(peer="192.168.3.4", key=5, recv=10, send=4000),  # ignored range
+            conn(state=CW, key=6),  # peer closed: apart
+        ),
+        policy,
+    )
+    assert (view.established, view.in_flight, view.idle, view.close_wait) == (2, 1, 1, 1)
+    assert view.in_flight_by_port == {8080: 1}
+    assert view.last_activity_at == pytest.approx(100.0 - 0.2)
+
+
+def test_ipv4_mapped_peers_are_matched_as_ipv4():
+    policy = policy_for({8080}, "10.0.0.1")
+    assert policy.ignores("10.0.0.1")
+    assert not policy.ignores("10.0.0.2")
+
+
+def test_activity_track_keeps_the_latest_moment_across_samples():
+    policy = policy_for({8080}, "")
+    track = track_activity(ActivityTrack(), sample(conn(recv=500), at=10.0), policy)
+    assert track.last_activity_at == pytest.approx(9.5)
+    # The connection went away: the track remembers the last activity it proved.
+    track = track_activity(track, sample(at=11.0), policy)
+    assert track.last_activity_at == pytest.approx(9.5)
+
+
+def test_without_timing_a_new_connection_is_dated_at_its_sample():
+    policy = policy_for({8080}, "")
+    first = track_activity(
+        ActivityTrack(), sample(conn(key=1, recv=None, send=None), at=10.0, timing=False), policy
+    )
+    assert first.last_activity_at == 10.0
+    same = track_activity(
+        first, sample(conn(key=1, recv=None, send=None), at=11.0, timing=False), policy
+    )
+    assert same.last_activity_at == 10.0
+    new = track_activity(
+        same, sample(conn(key=2, recv=None, send=None), at=12.0, timing=False), policy
+    )
+    assert new.last_activity_at == 12.0
+
+
+@pytest.mark.parametrize(
+    ("last", "now", "since", "expected"),
+    [
+        (None, 10.0, 9.0, True),  # never any activity, minimum reached
+        (None, 10.0, 9.8, False),  # minimum not reached yet
+        (8.5, 10.0, 5.0, False),  # activity 1.5 s ago, window 2 s
+        (8.0, 10.0, 5.0, True),  # exactly the window
+    ],
+)
+def test_quiet_needs_the_window_and_the_minimum(last, now, since, expected):
+    track = ActivityTrack(last_activity_at=last)
+    assert quiet(track, now=now, since=since, window_seconds=2.0, min_seconds=0.5) is expected
+
+
+@pytest.mark.parametrize(
+    ("listening", "running", "exited"),
+    [
+        ({8080}, None, False),  # still listening
+        (set(), None, True),  # listener gone, processes not visible
+        (set(), True, False),  # listener gone but the process lingers (shutdown hooks)
+        (set(), False, True),
+        ({9090}, False, True),  # another container's port
+    ],
+)
+def test_group_exit_needs_ports_and_processes_gone(listening, running, exited):
+    assert group_exited(sample(listening=listening), frozenset({8080}), running) is exited
