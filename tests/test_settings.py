@@ -15,7 +15,7 @@ TOKEN = "0123456789abcdef0123"
 MINIMAL = {"containers": [{"name": "app", "ports": [8080]}], "server": {"token": TOKEN}}
 
 
-def test_minimal_settings_get_documented_defaults():
+def test_minimal_settings_get_documented_defaults() -> None:
     loaded = settings.from_mapping(MINIMAL, {})
     assert loaded.containers[0] == settings.ContainerSpec("app", "app", (8080,), ())
     assert loaded.release_order == (("app",),)
@@ -26,7 +26,7 @@ def test_minimal_settings_get_documented_defaults():
     assert repr(loaded.server.token) == "Secret('***')"
 
 
-def test_downward_api_environment_fills_the_pod_identity_and_grace():
+def test_downward_api_environment_fills_the_pod_identity_and_grace() -> None:
     env = {
         "POD_NAME": "web-1",
         "POD_NAMESPACE": "shop",
@@ -44,14 +44,14 @@ def test_downward_api_environment_fills_the_pod_identity_and_grace():
     assert loaded.server.token == "f" * 20
 
 
-def test_token_is_read_from_a_file(tmp_path: Path):
+def test_token_is_read_from_a_file(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     data = {"containers": [{"name": "app"}], "server": {"token_file": str(token_file)}}
     assert settings.from_mapping(data, {}).server.token == TOKEN
 
 
-def test_full_settings_file_loads(tmp_path: Path):
+def test_full_settings_file_loads(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text(
         """
@@ -142,13 +142,15 @@ envoy: {admin_url: "http://127.0.0.1:15000/", pilot_agent_url: "http://127.0.0.1
         ([1, 2], {}, "settings: expected a mapping"),
     ],
 )
-def test_bad_settings_name_the_key_the_value_and_the_expectation(data, env, message):
+def test_bad_settings_name_the_key_the_value_and_the_expectation(
+    data: object, env: dict[str, str], message: str
+) -> None:
     with pytest.raises(ConfigError, match=None) as caught:
         settings.from_mapping(data, env)
     assert message in str(caught.value)
 
 
-def test_unreadable_or_invalid_files_are_config_errors(tmp_path: Path):
+def test_unreadable_or_invalid_files_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read it"):
         settings.load(str(tmp_path / "missing.yaml"), {})
     bad = tmp_path / "bad.yaml"
@@ -177,7 +179,9 @@ json_values = st.recursive(
         max_size=5,
     )
 )
-def test_any_parsed_document_is_accepted_or_refused_with_a_config_error(document):
+def test_any_parsed_document_is_accepted_or_refused_with_a_config_error(
+    document: dict[str, object],
+) -> None:
     try:
         settings.from_mapping(document, {})
     except ConfigError as e:

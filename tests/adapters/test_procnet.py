@@ -19,7 +19,7 @@ def line(
     return f"   0: {local} {remote} {state} {queues} {tail}\n"
 
 
-def test_ipv4_rows_decode_addresses_ports_states_and_queues():
+def test_ipv4_rows_decode_addresses_ports_states_and_queues() -> None:
     text = (
         HEADER
         + line("0100007F:1F90", "0B00000A:C350", "01", "00000010:00000020")
@@ -40,7 +40,7 @@ def test_ipv4_rows_decode_addresses_ports_states_and_queues():
     assert (c.tx_queue, c.rx_queue, c.key) == (0x10, 0x20, 4242)
 
 
-def test_ipv4_mapped_ipv6_rows_are_normalised_to_ipv4():
+def test_ipv4_mapped_ipv6_rows_are_normalised_to_ipv4() -> None:
     mapped = "0000000000000000FFFF00000B00000A"
     text = HEADER + line("00000000000000000000000000000000:1F90", f"{mapped}:C350", "08")
     ((conn, _),) = procnet.parse(text, frozenset({8080}))
@@ -48,7 +48,7 @@ def test_ipv4_mapped_ipv6_rows_are_normalised_to_ipv4():
     assert (conn.remote_ip, conn.state) == ("10.0.0.11", TcpState.CLOSE_WAIT)
 
 
-def test_other_ports_and_garbage_lines_are_skipped():
+def test_other_ports_and_garbage_lines_are_skipped() -> None:
     text = (
         HEADER
         + line("0100007F:0050", "0100007F:C350", "01")
@@ -59,11 +59,11 @@ def test_other_ports_and_garbage_lines_are_skipped():
 
 
 @given(st.text(max_size=300))
-def test_parse_never_raises_on_any_text(text):
+def test_parse_never_raises_on_any_text(text: str) -> None:
     list(procnet.parse(HEADER + text, frozenset(range(1, 100))))
 
 
-def test_read_sees_a_real_loopback_connection_in_both_tables(tmp_path: Path):
+def test_read_sees_a_real_loopback_connection_in_both_tables(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET6) as server:
         server.bind(("::", 0))  # dual stack: the IPv4 client lands in tcp6 as ::ffff:127.0.0.1
         server.listen()

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
 
 from sidecar.adapters.netns import NetnsTrafficSource
 from sidecar.adapters.sockdiag import SockDiag, port_filter
-from sidecar.model.traffic import TcpState, is_in_flight
+from sidecar.model.traffic import Connection, TcpState, is_in_flight
 
 
 @contextmanager
@@ -26,7 +26,11 @@ def connected(
                 yield port, client, accepted
 
 
-def wait_for(predicate, diag: SockDiag, ports: frozenset[int]):
+def wait_for(
+    predicate: Callable[[frozenset[int], tuple[Connection, ...]], object],
+    diag: SockDiag,
+    ports: frozenset[int],
+) -> tuple[frozenset[int], tuple[Connection, ...]]:
     """Sample until the kernel shows what the test arranged (bytes in flight take a moment)."""
     for _ in range(200):
         listening, conns = diag.read(ports)
@@ -36,7 +40,7 @@ def wait_for(predicate, diag: SockDiag, ports: frozenset[int]):
     pytest.fail("the kernel never showed the expected sockets")
 
 
-def test_a_request_is_in_flight_until_answered_then_idle():
+def test_a_request_is_in_flight_until_answered_then_idle() -> None:
     diag = SockDiag()
     with connected() as (port, client, accepted):
         ports = frozenset({port})
@@ -56,6 +60,8 @@ def test_a_request_is_in_flight_until_answered_then_idle():
         assert conn.remote_ip == "127.0.0.1"
         assert conn.remote_port == client.getsockname()[1]
         # Answered less than 250 ms ago counts as still sending; with an old answer it is idle.
+        assert conn.last_send_ms is not None
+        assert conn.last_recv_ms is not None
         older = conn._replace(
             last_send_ms=conn.last_send_ms + 1000, last_recv_ms=conn.last_recv_ms + 1000
         )
@@ -63,7 +69,7 @@ def test_a_request_is_in_flight_until_answered_then_idle():
     diag.close()
 
 
-def test_only_watched_ports_come_back_from_the_kernel_filter():
+def test_only_watched_ports_come_back_from_the_kernel_filter() -> None:
     diag = SockDiag()
     with connected() as (port_a, *_), connected() as (port_b, *_):
         listening, conns = diag.read(frozenset({port_a}))
@@ -74,7 +80,7 @@ def test_only_watched_ports_come_back_from_the_kernel_filter():
     diag.close()
 
 
-def test_ipv6_and_dual_stack_peers_are_reported():
+def test_ipv6_and_dual_stack_peers_are_reported() -> None:
     diag = SockDiag()
     with connected(socket.AF_INET6, "::1") as (port, client, _):
         _, conns = diag.read(frozenset({port}))
@@ -82,7 +88,7 @@ def test_ipv6_and_dual_stack_peers_are_reported():
     diag.close()
 
 
-def test_port_filter_bytecode_accepts_at_the_end_and_rejects_past_it():
+def test_port_filter_bytecode_accepts_at_the_end_and_rejects_past_it() -> None:
     code = port_filter([80, 8080])
     assert len(code) == 16
     # First test jumps to the end (16 bytes) on a match, to the next test (8) otherwise.
@@ -91,7 +97,7 @@ def test_port_filter_bytecode_accepts_at_the_end_and_rejects_past_it():
     assert code[8:12] == bytes([11, 8]) + (12).to_bytes(2, "little")
 
 
-async def test_the_source_samples_on_the_loop_clock_and_falls_back_to_proc():
+async def test_the_source_samples_on_the_loop_clock_and_falls_back_to_proc() -> None:
     with connected() as (port, *_):
         source = NetnsTrafficSource(frozenset({port}), "auto")
         sample = await source.sample()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 
 import pytest
 
@@ -21,17 +22,17 @@ E, CW, LISTEN = TcpState.ESTABLISHED, TcpState.CLOSE_WAIT, TcpState.LISTEN
 
 
 def conn(  # noqa: PLR0913, PLR0917 - one knob per field of a Connection
-    port=8080,
-    peer="10.0.0.9",
-    state=E,
-    key=1,
-    rx=0,
-    tx=0,
-    recv=5000,
-    send=4000,
-    acked=100,
-    received=80,
-):
+    port: int = 8080,
+    peer: str = "10.0.0.9",
+    state: int = E,
+    key: int = 1,
+    rx: int = 0,
+    tx: int = 0,
+    recv: int | None = 5000,
+    send: int | None = 4000,
+    acked: int | None = 100,
+    received: int | None = 80,
+) -> Connection:
     return Connection(port, peer, 40000, state, key, rx, tx, recv, send, acked, received)
 
 
@@ -60,19 +61,21 @@ def conn(  # noqa: PLR0913, PLR0917 - one knob per field of a Connection
         ),  # old kernel, equal times: answered
     ],
 )
-def test_in_flight_tells_work_from_idle_keep_alive(connection, busy):
+def test_in_flight_tells_work_from_idle_keep_alive(connection: Connection, busy: bool) -> None:
     assert is_in_flight(connection, has_timing=True) is busy
 
 
-def test_without_timing_every_open_connection_is_busy():
+def test_without_timing_every_open_connection_is_busy() -> None:
     assert is_in_flight(conn(recv=None, send=None), has_timing=False)
 
 
-def sample(*conns, listening=(), at=100.0, timing=True):
+def sample(
+    *conns: Connection, listening: Iterable[int] = (), at: float = 100.0, timing: bool = True
+) -> TrafficSample:
     return TrafficSample(at, frozenset(listening), tuple(conns), timing)
 
 
-def test_assess_counts_only_watched_ports_and_never_the_node():
+def test_assess_counts_only_watched_ports_and_never_the_node() -> None:
     policy = policy_for({8080, 15006}, "10.0.0.1", [ipaddress.ip_network("192.168.0.0/16")])
     view = assess(
         sample(
@@ -90,13 +93,13 @@ def test_assess_counts_only_watched_ports_and_never_the_node():
     assert view.last_activity_at == pytest.approx(100.0 - 0.2)
 
 
-def test_ipv4_mapped_peers_are_matched_as_ipv4():
+def test_ipv4_mapped_peers_are_matched_as_ipv4() -> None:
     policy = policy_for({8080}, "10.0.0.1")
     assert policy.ignores("10.0.0.1")
     assert not policy.ignores("10.0.0.2")
 
 
-def test_activity_track_keeps_the_latest_moment_across_samples():
+def test_activity_track_keeps_the_latest_moment_across_samples() -> None:
     policy = policy_for({8080}, "")
     track = track_activity(ActivityTrack(), sample(conn(recv=500), at=10.0), policy)
     assert track.last_activity_at == pytest.approx(9.5)
@@ -105,7 +108,7 @@ def test_activity_track_keeps_the_latest_moment_across_samples():
     assert track.last_activity_at == pytest.approx(9.5)
 
 
-def test_without_timing_a_new_connection_is_dated_at_its_sample():
+def test_without_timing_a_new_connection_is_dated_at_its_sample() -> None:
     policy = policy_for({8080}, "")
     first = track_activity(
         ActivityTrack(), sample(conn(key=1, recv=None, send=None), at=10.0, timing=False), policy
@@ -130,7 +133,9 @@ def test_without_timing_a_new_connection_is_dated_at_its_sample():
         (8.0, 10.0, 5.0, True),  # exactly the window
     ],
 )
-def test_quiet_needs_the_window_and_the_minimum(last, now, since, expected):
+def test_quiet_needs_the_window_and_the_minimum(
+    last: float | None, now: float, since: float, expected: bool
+) -> None:
     track = ActivityTrack(last_activity_at=last)
     assert quiet(track, now=now, since=since, window_seconds=2.0, min_seconds=0.5) is expected
 
@@ -145,5 +150,7 @@ def test_quiet_needs_the_window_and_the_minimum(last, now, since, expected):
         ({9090}, False, True),  # another container's port
     ],
 )
-def test_group_exit_needs_ports_and_processes_gone(listening, running, exited):
+def test_group_exit_needs_ports_and_processes_gone(
+    listening: set[int], running: bool | None, exited: bool
+) -> None:
     assert group_exited(sample(listening=listening), frozenset({8080}), running) is exited
