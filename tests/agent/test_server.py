@@ -94,7 +94,11 @@ async def test_a_hook_without_the_token_is_refused_at_once_and_starts_nothing(ag
 
 
 async def test_a_hook_for_an_unknown_container_gets_404_naming_the_known_ones(agent: Agent) -> None:
-    status, body = await agent.get("/prestop/db", AUTH)
+    with capture_logs() as logs:
+        status, body = await agent.get("/prestop/db", AUTH)
+    assert [(e["event"], e["reason"], e["container"]) for e in logs] == [
+        ("prestop_rejected", "unknown container", "db")
+    ]
     assert status == 404
     assert body == {"error": "unknown container 'db'", "known": ["app", "envoy"]}
     assert not agent.coordinator.started
@@ -181,7 +185,11 @@ async def test_an_app_that_never_drains_is_released_at_its_latest_time_with_an_h
     None
 ):
     settings = pod_settings(server={"token": "x" * 16}, budget={"grace_seconds": 4})
-    doc = await _shutdown(settings, StuckTraffic(), RecordingProxy())
+    with capture_logs() as logs:
+        doc = await _shutdown(settings, StuckTraffic(), RecordingProxy())
+    (finished,) = [e for e in logs if e["event"] == "shutdown_finished"]
+    assert finished["released"]["app"]["reason"] == "deadline"
+    assert finished["outcome"] == "degraded"
     phases = {p["phase"]: p for p in doc["timeline"]}
     assert phases["quiesce"]["outcome"] == "timed_out"
     assert doc["containers"]["app"]["reason"] == "deadline"
@@ -194,3 +202,20 @@ async def test_an_app_that_never_drains_is_released_at_its_latest_time_with_an_h
         <= doc["budget"]["release_by_seconds"][1] + 0.05
     )
     assert phases["exit"]["outcome"] == "timed_out"  # the app never stopped listening
+
+
+async def test_a_deadline_shorter_than_the_quiet_window_shows_quiesce_timed_out_in_status() -> None:
+    settings = pod_settings(
+        server={"token": "x" * 16}, budget={"grace_seconds": 3}, phases={"quiet_window_seconds": 30}
+    )
+    traffic = ScriptedTraffic()
+    traffic.listening = {15006}
+    with capture_logs() as logs:
+        doc = await _shutdown(settings, traffic, RecordingProxy())
+    phases = {p["phase"]: p for p in doc["timeline"]}
+    assert phases["quiesce"]["outcome"] == "timed_out"
+    assert (
+        doc["containers"]["app"]["released_at_seconds"]
+        <= doc["budget"]["release_by_seconds"][0] + 0.05
+    )
+    assert any(e["event"] == "phase_finished" and e["outcome"] == "timed_out" for e in logs)
