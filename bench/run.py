@@ -1,0 +1,221 @@
+"""`make bench`: measure the agent and write docs/benchmarks.md with the commands that produced it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable  # noqa: TC003 - one import style in a script
+from pathlib import Path
+
+import aiohttp
+
+from sidecar.adapters import procnet
+from sidecar.adapters.sockdiag import SockDiag
+from sidecar.model.traffic import TrafficSample, assess, policy_for
+
+HERE = Path(__file__).resolve().parent
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+async def ready(port: int, limit_seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + limit_seconds
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.005)
+    raise TimeoutError(f"port {port} never became ready")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def agent_command(workdir: Path, port: int) -> list[str]:
+    settings = workdir / "agent.yaml"
+    settings.write_text(
+        "containers: [{name: app, ports: [8080]}, {name: envoy, role: proxy, ports: [15006]}]\n"
+        f"server: {{port: {port}, allow_unauthenticated: true}}\n"
+        "envoy: {admin_url: 'http://127.0.0.1:15000'}\n"
+    )
+    return [sys.executable, "-m", "sidecar", "agent", "-c", str(settings), "--log-format", "json"]
+
+
+def bare_command(port: int) -> list[str]:
+    return [sys.executable, str(HERE / "bare_server.py"), str(port)]
+
+
+async def start(command: list[str], port: int) -> tuple[subprocess.Popen[bytes], float]:
+    started = time.monotonic()
+    # Popen returns at once; the wait that matters is the readiness probe below.
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    await ready(port)
+    return process, time.monotonic() - started
+
+
+async def memory_and_start(
+    make: Callable[[Path, int], list[str]], runs: int
+) -> tuple[float, float]:
+    rss, starts = [], []
+    with tempfile.TemporaryDirectory() as workdir:
+        for _ in range(runs):
+            port = free_port()
+            process, took = await start(make(Path(workdir), port), port)
+            await asyncio.sleep(1.0)  # let start-up allocations settle before reading RSS
+            rss.append(rss_mib(process.pid))
+            starts.append(took)
+            process.terminate()
+            process.wait()
+    return statistics.median(rss), statistics.median(starts)
+
+
+async def idle_cpu(seconds: float) -> float:
+    with tempfile.TemporaryDirectory() as workdir:
+        port = free_port()
+        process, _ = await start(agent_command(Path(workdir), port), port)
+        await asyncio.sleep(1.0)
+        before = cpu_seconds(process.pid)
+        await asyncio.sleep(seconds)
+        used = cpu_seconds(process.pid) - before
+        process.terminate()
+        process.wait()
+    return 100 * used / seconds
+
+
+_CLIENTS = """
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+held = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def sample_cost(connections: int, repeats: int = 30) -> dict[str, float]:
+    """Cost of one sample with `connections` established on the watched port.
+
+    The client ends live in a helper process, so each process stays under the fd limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(connections)
+    port = server.getsockname()[1]
+    helper = subprocess.Popen(
+        [sys.executable, "-c", _CLIENTS, str(port), str(connections)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    accepted = [server.accept()[0] for _ in range(connections)]
+    assert helper.stdout is not None
+    helper.stdout.readline()
+    ports = frozenset({port})
+    policy = policy_for(ports, "10.0.0.1")
+    diag = SockDiag()
+
+    def timed(fn: Callable[[], object]) -> float:
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return 1000 * statistics.median(times)
+
+    def netlink_sample() -> None:
+        listening, conns = diag.read(ports)
+        assert len(conns) == connections, len(conns)
+        assess(TrafficSample(0.0, listening, conns, has_timing=True), policy)
+
+    result = {
+        "netlink": timed(lambda: diag.read(ports)),
+        "netlink+assess": timed(netlink_sample),
+        "proc": timed(lambda: procnet.read(ports)),
+    }
+    diag.close()
+    helper.communicate(b"")
+    for s in accepted:
+        s.close()
+    server.close()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return result
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="docs/benchmarks.md")
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    command = f"make bench  (python bench/run.py --out {args.out} --idle-seconds {args.idle_seconds:g} --runs {args.runs})"
+    agent_rss, agent_start = await memory_and_start(agent_command, args.runs)
+    bare_rss, bare_start = await memory_and_start(lambda _w, p: bare_command(p), args.runs)
+    cpu = await idle_cpu(args.idle_seconds)
+    samples = {n: sample_cost(n) for n in (100, 1000, 10000)}
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Produced by `{command}` on {platform.node()} ({os.cpu_count()} cores, Linux {platform.release()}, "
+        f"Python {platform.python_version()}), {time.strftime('%Y-%m-%d')}. Medians of {args.runs} runs where repeated.",
+        "",
+        "## The idle agent",
+        "",
+        "| figure | agent | bare aiohttp hello-world | goal |",
+        "| --- | --- | --- | --- |",
+        f"| RSS after start (MiB) | {agent_rss:.1f} | {bare_rss:.1f} | agent ≤ 1.15 × bare: **{agent_rss / bare_rss:.2f} ×** |",
+        f"| start to /readyz 200 (s) | {agent_start:.3f} | {bare_start:.3f} | ≤ 0.5 s |",
+        f"| CPU while idle over {args.idle_seconds:g} s (% of one core) | {cpu:.3f} | - | ≤ 0.1 % |",
+        "",
+        "The agent makes no connection and runs no timer before the first hook; kubernetes-asyncio is",
+        "not imported while idle.",
+        "",
+        "## One traffic sample (ms, median of 30), established loopback connections on one watched port",
+        "",
+        "| connections | netlink sock_diag read | netlink read + assess | /proc/net/tcp{,6} read | goal |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for n, cost in samples.items():
+        goal = "≤ 5 ms" if n == 10000 else ""
+        lines.append(
+            f"| {n} | {cost['netlink']:.2f} | {cost['netlink+assess']:.2f} | {cost['proc']:.2f} | {goal} |"
+        )
+    lines += [
+        "",
+        "netlink: one dump per address family, the port filter compiled to inet_diag bytecode, tcp_info",
+        "per socket (what the agent uses). /proc: the fallback, without per-socket timing.",
+        "",
+    ]
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
