@@ -28,11 +28,20 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-bench: $(STAMP)
-	$(BIN)/python bench/run.py --out docs/benchmarks.md
+# The agent is measured as the image runs it: a venv with the runtime dependencies only.
+RUNTIME := .venv-runtime
+$(RUNTIME)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(RUNTIME)
+	$(RUNTIME)/bin/pip install --quiet --upgrade pip
+	$(RUNTIME)/bin/pip install --quiet .
+	@touch $@
+
+bench: $(STAMP) $(RUNTIME)/.installed
+	$(RUNTIME)/bin/pip install --quiet --no-deps --force-reinstall .
+	$(BIN)/python bench/run.py --runtime-python $(RUNTIME)/bin/python --out docs/benchmarks.md
 
 image:
 	docker build -t shutdown-coordinator:dev .
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+	rm -rf $(VENV) $(RUNTIME) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import psutil
-
 
 def _running(names: frozenset[str]) -> bool:
+    # Imported here: most pods never configure process names, and the idle agent stays smaller.
+    import psutil  # noqa: PLC0415
+
     return any(proc.info["name"] in names for proc in psutil.process_iter(["name"]))
 
 

@@ -80,6 +80,8 @@ class SockDiag:
         self._sock: socket.socket | None = None
         self._kernel_filter = True
         self._peers: dict[bytes, str] = {}
+        # One receive buffer for every sample; the kernel fills datagrams up to its size.
+        self._buffer = bytearray(1 << 20)
 
     def close(self) -> None:
         """Release the netlink socket."""
@@ -132,9 +134,10 @@ class SockDiag:
         sock = self._socket()
         try:
             sock.send(_request(family, ports, kernel_filter=self._kernel_filter))
+            view = memoryview(self._buffer)
             while True:
-                data = sock.recv(1 << 20)
-                if self._messages(data, ports, listening, out):
+                size = sock.recv_into(self._buffer)
+                if self._messages(view[:size], ports, listening, out):
                     return
         except OSError as e:
             self.close()
@@ -144,7 +147,7 @@ class SockDiag:
             raise
 
     def _messages(
-        self, data: bytes, ports: frozenset[int], listening: set[int], out: list[Connection]
+        self, data: memoryview, ports: frozenset[int], listening: set[int], out: list[Connection]
     ) -> bool:
         """Parse one datagram of the dump; True once the kernel says it is done."""
         offset = 0
@@ -183,9 +186,15 @@ _NO_INFO: tuple[None, None, None, None] = (None, None, None, None)
 
 
 def _tcp_info(
-    data: bytes, attr: int, end: int
+    data: memoryview, attr: int, end: int
 ) -> tuple[int | None, int | None, int | None, int | None]:
     """(last receive ms, last send ms, bytes acked, bytes received) from INET_DIAG_INFO."""
+    # Fast path: the kernel puts INET_DIAG_INFO first when it is the only extension asked for.
+    if attr + _RTATTR.size + _TCP_INFO.size <= end:
+        attr_len, attr_type = _RTATTR.unpack_from(data, attr)
+        if attr_type == INET_DIAG_INFO and attr_len - _RTATTR.size >= _TCP_INFO.size:
+            sent, recv, acked, received = _TCP_INFO.unpack_from(data, attr + _RTATTR.size)
+            return recv, sent, acked, received
     while attr + _RTATTR.size <= end:
         attr_len, attr_type = _RTATTR.unpack_from(data, attr)
         if attr_len < _RTATTR.size:
