@@ -24,6 +24,17 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+#: A sample may take at most this share of the time between two samples: with tens of
+#: thousands of sockets one sample costs tens of milliseconds (docs/benchmarks.md), and the
+#: sampler must not starve the app it is protecting.
+MAX_SAMPLER_SHARE = 0.2
+
+
+def next_delay(interval_seconds: float, sample_seconds: float) -> float:
+    """Seconds to wait before the next sample, so sampling stays within its share of a core."""
+    period = max(interval_seconds, sample_seconds / MAX_SAMPLER_SHARE)
+    return max(0.0, period - sample_seconds)
+
 
 class TrafficMonitor:
     """Samples at a stated interval while a shutdown runs; phases wait on predicates over it.
@@ -78,7 +89,7 @@ class TrafficMonitor:
                 self.samples += 1
                 async with self._changed:
                     self._changed.notify_all()
-            await asyncio.sleep(max(0.0, self._interval - (loop.time() - started)))
+            await asyncio.sleep(next_delay(self._interval, loop.time() - started))
 
     async def wait_until(
         self, predicate: Callable[[TrafficMonitor], bool], deadline: float
