@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -13,9 +12,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from sidecar.errors import ConfigError
+from sidecar.validate import Section, port, show, url
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
 
 Role = Literal["app", "proxy"]
 Mode = Literal["classic", "native"]
@@ -25,7 +25,7 @@ TrafficSourceName = Literal["auto", "netlink", "proc"]
 TOKEN_HEADER = "X-Shutdown-Token"  # noqa: S105 - a header name, not a secret
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_MISSING: Any = object()
+MISSING: Any = object()
 
 
 class Secret(str):
@@ -159,114 +159,20 @@ class Settings:
         return next((c for c in self.containers if c.name == name), None)
 
 
-class _Section:
-    """Reads one mapping of the settings file, naming the full key in every error."""
-
-    def __init__(self, data: object, path: str) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path or 'settings'}: expected a mapping, got {_show(data)}")
-        self._data: dict[str, Any] = data
-        self._path = path
-        self._read: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self._path}.{name}" if self._path else name
-
-    def raw(self, name: str, default: Any = _MISSING) -> Any:
-        self._read.add(name)
-        value = self._data.get(name, _MISSING)
-        if value is _MISSING or value is None:
-            if default is _MISSING:
-                raise ConfigError(f"{self.key(name)}: required, but not set")
-            return default
-        return value
-
-    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
-        value = self.raw(name, default)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise ConfigError(f"{self.key(name)}: expected a number of seconds, got {_show(value)}")
-        if value < minimum:
-            raise ConfigError(f"{self.key(name)}: expected at least {minimum}, got {value}")
-        return float(value)
-
-    def port(self, name: str, default: int) -> int:
-        return _port(self.raw(name, default), self.key(name))
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.raw(name, default)
-        if not isinstance(value, bool):
-            raise ConfigError(f"{self.key(name)}: expected true or false, got {_show(value)}")
-        return value
-
-    def text(self, name: str, default: str | None) -> str | None:
-        value = self.raw(name, default)
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{self.key(name)}: expected a string, got {_show(value)}")
-        return value
-
-    def choice(self, name: str, default: str, options: Sequence[str]) -> str:
-        value = self.raw(name, default)
-        if value not in options:
-            raise ConfigError(
-                f"{self.key(name)}: expected one of {', '.join(options)}, got {_show(value)}"
-            )
-        return str(value)
-
-    def items(self, name: str) -> list[Any]:
-        value = self.raw(name, [])
-        if not isinstance(value, list):
-            raise ConfigError(f"{self.key(name)}: expected a list, got {_show(value)}")
-        return value
-
-    def section(self, name: str) -> _Section:
-        return _Section(self.raw(name, {}), self.key(name))
-
-    def finish(self) -> None:
-        unknown = sorted(set(self._data) - self._read)
-        if unknown:
-            known = ", ".join(sorted(self._read))
-            raise ConfigError(f"{self.key(unknown[0])}: unknown key (known here: {known})")
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _port(value: object, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ConfigError(f"{key}: expected a TCP port from 1 to 65535, got {_show(value)}")
-    return value
-
-
-def _url(value: str | None, key: str) -> str | None:
-    if value is not None and not re.match(r"^https?://[^/\s]+", value):
-        raise ConfigError(f"{key}: expected an http:// or https:// URL, got {_show(value)}")
-    return value.rstrip("/") if value else value
-
-
-def _containers(root: _Section) -> tuple[ContainerSpec, ...]:
+def _containers(root: Section) -> tuple[ContainerSpec, ...]:
     entries = root.items("containers")
     if not entries:
         raise ConfigError("containers: expected at least one container whose hook we answer")
     specs: list[ContainerSpec] = []
     for index, entry in enumerate(entries):
-        sec = _Section(entry, f"containers[{index}]")
+        sec = Section(entry, f"containers[{index}]")
         name = sec.text("name", None) or ""
         if not _DNS_LABEL.match(name):
             raise ConfigError(
-                f"{sec.key('name')}: expected a container name (DNS label), got {_show(name)}"
+                f"{sec.key('name')}: expected a container name (DNS label), got {show(name)}"
             )
         role = sec.choice("role", "app", ("app", "proxy"))
-        ports = tuple(
-            _port(p, f"{sec.key('ports')}[{i}]") for i, p in enumerate(sec.items("ports"))
-        )
+        ports = tuple(port(p, f"{sec.key('ports')}[{i}]") for i, p in enumerate(sec.items("ports")))
         names = tuple(str(n) for n in sec.items("process_names"))
         sec.finish()
         if any(s.name == name for s in specs):
@@ -279,7 +185,7 @@ def _containers(root: _Section) -> tuple[ContainerSpec, ...]:
     return tuple(specs)
 
 
-def _release_order(root: _Section, specs: tuple[ContainerSpec, ...]) -> tuple[tuple[str, ...], ...]:
+def _release_order(root: Section, specs: tuple[ContainerSpec, ...]) -> tuple[tuple[str, ...], ...]:
     apps = [s.name for s in specs if s.role == "app"]
     groups = root.items("release_order")
     if not groups:
@@ -290,7 +196,7 @@ def _release_order(root: _Section, specs: tuple[ContainerSpec, ...]) -> tuple[tu
         key = f"release_order[{index}]"
         if not isinstance(group, list) or not group:
             raise ConfigError(
-                f"{key}: expected a non-empty list of container names, got {_show(group)}"
+                f"{key}: expected a non-empty list of container names, got {show(group)}"
             )
         for name in group:
             if name not in apps:
@@ -309,16 +215,14 @@ def _release_order(root: _Section, specs: tuple[ContainerSpec, ...]) -> tuple[tu
     return tuple(result)
 
 
-def _networks(
-    sec: _Section, name: str
-) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def _networks(sec: Section, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     result = []
     for index, value in enumerate(sec.items(name)):
         try:
             result.append(ipaddress.ip_network(str(value), strict=False))
         except ValueError:
             raise ConfigError(
-                f"{sec.key(name)}[{index}]: expected an IP address or CIDR, got {_show(value)}"
+                f"{sec.key(name)}[{index}]: expected an IP address or CIDR, got {show(value)}"
             ) from None
     return tuple(result)
 
@@ -330,12 +234,12 @@ def _ip_list(text: str, key: str) -> tuple[str, ...]:
             ipaddress.ip_address(ip)
         except ValueError:
             raise ConfigError(
-                f"{key}: expected IP addresses separated by commas, got {_show(text)}"
+                f"{key}: expected IP addresses separated by commas, got {show(text)}"
             ) from None
     return ips
 
 
-def _pod(sec: _Section, environ: Mapping[str, str]) -> PodIdentity:
+def _pod(sec: Section, environ: Mapping[str, str]) -> PodIdentity:
     ips_text = (
         environ.get("POD_IPS") or environ.get("POD_IP") or ",".join(map(str, sec.items("ips")))
     )
@@ -353,7 +257,7 @@ def _pod(sec: _Section, environ: Mapping[str, str]) -> PodIdentity:
     return pod
 
 
-def _token(sec: _Section, environ: Mapping[str, str]) -> Secret | None:
+def _token(sec: Section, environ: Mapping[str, str]) -> Secret | None:
     token = environ.get("SHUTDOWN_COORDINATOR_TOKEN") or sec.text("token", None)
     token_file = sec.text("token_file", None)
     if not token and token_file:
@@ -368,7 +272,7 @@ def _token(sec: _Section, environ: Mapping[str, str]) -> Secret | None:
     return Secret(token) if token else None
 
 
-def _server(sec: _Section, environ: Mapping[str, str]) -> ServerSettings:
+def _server(sec: Section, environ: Mapping[str, str]) -> ServerSettings:
     server = ServerSettings(
         port=sec.port("port", 15120),
         host=sec.text("host", "") or "",
@@ -392,14 +296,14 @@ def _server(sec: _Section, environ: Mapping[str, str]) -> ServerSettings:
     return server
 
 
-def _budget(sec: _Section, environ: Mapping[str, str]) -> BudgetSettings:
+def _budget(sec: Section, environ: Mapping[str, str]) -> BudgetSettings:
     grace_text = environ.get("TERMINATION_GRACE_PERIOD_SECONDS")
     grace_default = 30.0
     if grace_text:
         try:
             grace_default = float(grace_text)
         except ValueError:
-            shown = _show(grace_text)
+            shown = show(grace_text)
             raise ConfigError(
                 f"TERMINATION_GRACE_PERIOD_SECONDS: expected a number of seconds, got {shown}"
             ) from None
@@ -412,7 +316,7 @@ def _budget(sec: _Section, environ: Mapping[str, str]) -> BudgetSettings:
     return budget
 
 
-def _phases(sec: _Section) -> PhaseSettings:
+def _phases(sec: Section) -> PhaseSettings:
     phases = PhaseSettings(
         unroute_fallback_delay_seconds=sec.number("unroute_fallback_delay_seconds", 3.0),
         unroute_max_seconds=sec.number("unroute_max_seconds", 60.0),
@@ -432,7 +336,7 @@ def _phases(sec: _Section) -> PhaseSettings:
     return phases
 
 
-def _traffic(sec: _Section) -> TrafficSettings:
+def _traffic(sec: Section) -> TrafficSettings:
     traffic = TrafficSettings(
         sample_interval_seconds=sec.number("sample_interval_seconds", 0.25, minimum=0.01),
         source=sec.choice("source", "auto", ("auto", "netlink", "proc")),  # type: ignore[arg-type]
@@ -442,10 +346,10 @@ def _traffic(sec: _Section) -> TrafficSettings:
     return traffic
 
 
-def _envoy(sec: _Section) -> EnvoySettings:
+def _envoy(sec: Section) -> EnvoySettings:
     envoy = EnvoySettings(
-        admin_url=_url(sec.text("admin_url", None), sec.key("admin_url")),
-        pilot_agent_url=_url(sec.text("pilot_agent_url", None), sec.key("pilot_agent_url")),
+        admin_url=url(sec.text("admin_url", None), sec.key("admin_url")),
+        pilot_agent_url=url(sec.text("pilot_agent_url", None), sec.key("pilot_agent_url")),
         drain_inbound=sec.boolean("drain_inbound", True),
         quit_after_release=sec.boolean("quit_after_release", True),
         request_timeout_seconds=sec.number("request_timeout_seconds", 1.0, minimum=0.05),
@@ -456,7 +360,7 @@ def _envoy(sec: _Section) -> EnvoySettings:
 
 def from_mapping(data: object, environ: Mapping[str, str]) -> Settings:
     """Build validated settings from a parsed settings file and the environment."""
-    root = _Section(data, "")
+    root = Section(data, "")
     containers = _containers(root)
     settings = Settings(
         containers=containers,

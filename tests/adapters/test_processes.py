@@ -6,10 +6,10 @@ import sys
 
 from sidecar.adapters.processes import ProcessProbe
 
-# A child that renames itself (comm, as ps shows it) and waits: a stand-in for an app process.
+# A child that renames itself (comm, as ps shows it) and waits on its stdin: an app stand-in.
 CHILD = (
-    "import sys, time; open('/proc/self/comm', 'w').write(sys.argv[1]); "
-    "print('ok', flush=True); time.sleep(60)"
+    "import sys; open('/proc/self/comm', 'w').write(sys.argv[1]); "
+    "print('ok', flush=True); sys.stdin.read()"
 )
 
 
@@ -18,7 +18,12 @@ async def test_a_named_process_is_seen_running_then_gone() -> None:
     probe = ProcessProbe()
     assert await probe.running(frozenset({name})) is False
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, name, stdout=asyncio.subprocess.PIPE
+        sys.executable,
+        "-c",
+        CHILD,
+        name,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
     assert child.stdout is not None
     await child.stdout.readline()  # renamed by now
