@@ -19,7 +19,13 @@ from pathlib import Path
 import aiohttp
 
 from sidecar.adapters import procnet
-from sidecar.adapters.sockdiag import _NLMSGHDR, NETLINK_SOCK_DIAG, NLMSG_DONE, SockDiag, _request
+from sidecar.adapters.sockdiag import (
+    NETLINK_SOCK_DIAG,
+    NLMSG_DONE,
+    NLMSGHDR,
+    SockDiag,
+    dump_request,
+)
 from sidecar.model.traffic import TrafficSample, assess, policy_for
 
 HERE = Path(__file__).resolve().parent
@@ -173,12 +179,12 @@ def sample_cost(connections: int, repeats: int = 30) -> dict[str, float]:
     def kernel_floor() -> None:
         """The dump alone: the kernel's work plus a walk over message headers, no parsing."""
         for family in (socket.AF_INET, socket.AF_INET6):
-            floor_socket.send(_request(family, ports, kernel_filter=True))
+            floor_socket.send(dump_request(family, ports, kernel_filter=True))
             done = False
             while not done:
                 size, offset = floor_socket.recv_into(buffer), 0
                 while offset < size:
-                    length, kind = _NLMSGHDR.unpack_from(buffer, offset)[:2]
+                    length, kind = NLMSGHDR.unpack_from(buffer, offset)[:2]
                     if kind == NLMSG_DONE:
                         done = True
                         break

@@ -29,7 +29,7 @@ INET_DIAG_INFO = 2
 INET_DIAG_BC_S_EQ = 11
 _BC_OP = struct.Struct("=BBH")
 
-_NLMSGHDR = struct.Struct("=IHHII")
+NLMSGHDR = struct.Struct("=IHHII")
 _REQ = struct.Struct("=BBBxI48x")  # inet_diag_req_v2 with an all-zero inet_diag_sockid
 _RTATTR = struct.Struct("=HH")
 # inet_diag_msg: family, state, (timer, retrans), sport, dport (both big-endian), src, dst,
@@ -62,13 +62,14 @@ def port_filter(ports: Iterable[int]) -> bytes:
     return bytes(code)
 
 
-def _request(family: int, ports: frozenset[int], *, kernel_filter: bool) -> bytes:
+def dump_request(family: int, ports: frozenset[int], *, kernel_filter: bool) -> bytes:
+    """A SOCK_DIAG_BY_FAMILY dump request: our states, tcp_info, and the port filter if asked."""
     body = _REQ.pack(family, socket.IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), _STATES)
     if kernel_filter and ports:
         code = port_filter(ports)
         body += _RTATTR.pack(_RTATTR.size + len(code), INET_DIAG_REQ_BYTECODE) + code
-    header = _NLMSGHDR.pack(
-        _NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0
+    header = NLMSGHDR.pack(
+        NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0
     )
     return header + body
 
@@ -133,7 +134,7 @@ class SockDiag:
     ) -> None:
         sock = self._socket()
         try:
-            sock.send(_request(family, ports, kernel_filter=self._kernel_filter))
+            sock.send(dump_request(family, ports, kernel_filter=self._kernel_filter))
             view = memoryview(self._buffer)
             while True:
                 size = sock.recv_into(self._buffer)
@@ -151,18 +152,18 @@ class SockDiag:
     ) -> bool:
         """Parse one datagram of the dump; True once the kernel says it is done."""
         offset = 0
-        while offset + _NLMSGHDR.size <= len(data):
-            length, kind = _NLMSGHDR.unpack_from(data, offset)[:2]
-            if length < _NLMSGHDR.size:
+        while offset + NLMSGHDR.size <= len(data):
+            length, kind = NLMSGHDR.unpack_from(data, offset)[:2]
+            if length < NLMSGHDR.size:
                 raise AdapterError(f"sock_diag sent a malformed message (length {length})")
             if kind == NLMSG_DONE:
                 return True
             if kind == NLMSG_ERROR:
-                code = -_NLERR.unpack_from(data, offset + _NLMSGHDR.size)[0]
+                code = -_NLERR.unpack_from(data, offset + NLMSGHDR.size)[0]
                 raise AdapterError(
                     f"sock_diag refused the request: {errno.errorcode.get(code, code)}"
                 )
-            body = offset + _NLMSGHDR.size
+            body = offset + NLMSGHDR.size
             fam, state, sport, dport, _, dst, cookie, rqueue, wqueue, _ = _MSG.unpack_from(
                 data, body
             )

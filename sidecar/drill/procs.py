@@ -49,7 +49,7 @@ class Proc:
     process: asyncio.subprocess.Process
     log_path: Path
     exited_at: float | None = None
-    _waiter: asyncio.Task[int] | None = field(default=None, repr=False)
+    _waiter: asyncio.Future[int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._waiter = asyncio.ensure_future(self._wait())
@@ -61,8 +61,6 @@ class Proc:
 
     async def exited(self, timeout_seconds: float) -> int:
         """Wait for the process to end; raise TimeoutError if it does not."""
-        if self._waiter is None:
-            self._waiter = asyncio.ensure_future(self._wait())
         async with asyncio.timeout(timeout_seconds):
             return await asyncio.shield(self._waiter)
 

@@ -90,6 +90,8 @@ class TrafficView:
     in_flight_by_port: dict[int, int] = field(default_factory=dict)
     #: Loop time of the latest inbound data or new connection this sample can prove.
     last_activity_at: float | None = None
+    #: Identities of the established connections counted, to spot new ones in the next sample.
+    keys: frozenset[int] = frozenset()
 
 
 def policy_for(
@@ -131,9 +133,17 @@ def assess(sample: TrafficSample, policy: TrafficPolicy) -> TrafficView:
     """Count inbound connections on the watched ports and find the latest inbound activity."""
     established = in_flight = idle = close_wait = 0
     by_port: dict[int, int] = {}
+    keys: list[int] = []
     freshest_ms: int | None = None
+    # Many connections share a few peers (proxies, load balancers): decide each peer once.
+    ignored: dict[str, bool] = {}
     for conn in sample.connections:
-        if conn.local_port not in policy.inbound_ports or policy.ignores(conn.remote_ip):
+        if conn.local_port not in policy.inbound_ports:
+            continue
+        skip = ignored.get(conn.remote_ip)
+        if skip is None:
+            skip = ignored[conn.remote_ip] = policy.ignores(conn.remote_ip)
+        if skip:
             continue
         if conn.state == TcpState.CLOSE_WAIT:
             close_wait += 1
@@ -141,6 +151,7 @@ def assess(sample: TrafficSample, policy: TrafficPolicy) -> TrafficView:
         if conn.state != TcpState.ESTABLISHED:
             continue
         established += 1
+        keys.append(conn.key)
         if is_in_flight(conn, has_timing=sample.has_timing):
             in_flight += 1
             by_port[conn.local_port] = by_port.get(conn.local_port, 0) + 1
@@ -152,7 +163,7 @@ def assess(sample: TrafficSample, policy: TrafficPolicy) -> TrafficView:
         ):
             freshest_ms = conn.last_recv_ms
     last = None if freshest_ms is None else sample.taken_at - freshest_ms / 1000
-    return TrafficView(established, in_flight, idle, close_wait, by_port, last)
+    return TrafficView(established, in_flight, idle, close_wait, by_port, last, frozenset(keys))
 
 
 @dataclass(frozen=True)
@@ -163,26 +174,16 @@ class ActivityTrack:
     known_keys: frozenset[int] = frozenset()
 
 
-def track_activity(
-    track: ActivityTrack, sample: TrafficSample, policy: TrafficPolicy
-) -> ActivityTrack:
-    """Fold one sample into the track (level-based: the result depends only on the inputs).
+def track_activity(track: ActivityTrack, sample: TrafficSample, view: TrafficView) -> ActivityTrack:
+    """Fold one sample and its assessment into the track (level-based, no hidden state).
 
     With tcp_info the sample itself dates the last received byte. Without it, a connection
     not seen in the previous sample is the only evidence of new traffic, dated at this sample.
     """
-    view = assess(sample, policy)
-    keys = frozenset(
-        c.key
-        for c in sample.connections
-        if c.local_port in policy.inbound_ports
-        and c.state == TcpState.ESTABLISHED
-        and not policy.ignores(c.remote_ip)
-    )
     candidates = [t for t in (track.last_activity_at, view.last_activity_at) if t is not None]
-    if not sample.has_timing and keys - track.known_keys:
+    if not sample.has_timing and view.keys - track.known_keys:
         candidates.append(sample.taken_at)
-    return ActivityTrack(max(candidates) if candidates else None, keys)
+    return ActivityTrack(max(candidates) if candidates else None, view.keys)
 
 
 def quiet(

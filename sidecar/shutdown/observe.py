@@ -85,7 +85,7 @@ class TrafficMonitor:
             else:
                 self.latest = sample
                 self.view = assess(sample, self.policy)
-                self.track = track_activity(self.track, sample, self.policy)
+                self.track = track_activity(self.track, sample, self.view)
                 self.samples += 1
                 async with self._changed:
                     self._changed.notify_all()

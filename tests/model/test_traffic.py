@@ -9,6 +9,7 @@ from sidecar.model.traffic import (
     ActivityTrack,
     Connection,
     TcpState,
+    TrafficPolicy,
     TrafficSample,
     assess,
     group_exited,
@@ -99,28 +100,37 @@ def test_ipv4_mapped_peers_are_matched_as_ipv4() -> None:
     assert not policy.ignores("10.0.0.2")
 
 
+def _fold(track: ActivityTrack, one: TrafficSample, policy: TrafficPolicy) -> ActivityTrack:
+    return track_activity(track, one, assess(one, policy))
+
+
+def test_assess_decides_each_peer_once_and_keeps_the_counted_keys() -> None:
+    policy = policy_for({8080}, "10.0.0.1")
+    view = assess(
+        sample(conn(key=1), conn(key=2, peer="10.0.0.1"), conn(key=3), conn(key=4, state=CW)),
+        policy,
+    )
+    assert view.keys == {1, 3}  # the node's probe and the half-closed one are not counted
+
+
 def test_activity_track_keeps_the_latest_moment_across_samples() -> None:
     policy = policy_for({8080}, "")
-    track = track_activity(ActivityTrack(), sample(conn(recv=500), at=10.0), policy)
+    track = _fold(ActivityTrack(), sample(conn(recv=500), at=10.0), policy)
     assert track.last_activity_at == pytest.approx(9.5)
     # The connection went away: the track remembers the last activity it proved.
-    track = track_activity(track, sample(at=11.0), policy)
+    track = _fold(track, sample(at=11.0), policy)
     assert track.last_activity_at == pytest.approx(9.5)
 
 
 def test_without_timing_a_new_connection_is_dated_at_its_sample() -> None:
     policy = policy_for({8080}, "")
-    first = track_activity(
+    first = _fold(
         ActivityTrack(), sample(conn(key=1, recv=None, send=None), at=10.0, timing=False), policy
     )
     assert first.last_activity_at == 10.0
-    same = track_activity(
-        first, sample(conn(key=1, recv=None, send=None), at=11.0, timing=False), policy
-    )
+    same = _fold(first, sample(conn(key=1, recv=None, send=None), at=11.0, timing=False), policy)
     assert same.last_activity_at == 10.0
-    new = track_activity(
-        same, sample(conn(key=2, recv=None, send=None), at=12.0, timing=False), policy
-    )
+    new = _fold(same, sample(conn(key=2, recv=None, send=None), at=12.0, timing=False), policy)
     assert new.last_activity_at == 12.0
 
 
