@@ -23,3 +23,7 @@ class ConfigError(SidecarError):
 
 class AdapterError(SidecarError):
     """A call to the outside world (Envoy, a registry, the kernel) failed."""
+
+
+class MalformedAnswerError(SidecarError, ValueError):
+    """A remote answer (an API object, a watch event) lacks a field or has the wrong type."""
