@@ -27,3 +27,16 @@ class AdapterError(SidecarError):
 
 class MalformedAnswerError(SidecarError, ValueError):
     """A remote answer (an API object, a watch event) lacks a field or has the wrong type."""
+
+
+class ApiError(AdapterError):
+    """A Kubernetes API call failed: `status` is the HTTP code, None when nothing answered."""
+
+    def __init__(self, what: str, status: int | None, message: str) -> None:
+        super().__init__(f"{what}: {message}")
+        self.status = status
+
+    @property
+    def forbidden(self) -> bool:
+        """RBAC or authentication said no: retrying cannot help."""
+        return self.status in {401, 403}

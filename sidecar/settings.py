@@ -135,6 +135,27 @@ class EnvoySettings:
     request_timeout_seconds: float = 1.0
 
 
+Unconfirmed = Literal["deletion", "restart"]
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """The API server: confirm the deletion, watch our EndpointSlices, post Events."""
+
+    #: Resolved at load: on in a pod (KUBERNETES_SERVICE_HOST) or with a kubeconfig, unless off.
+    enabled: bool = False
+    #: A kubeconfig for local runs; in a pod the service account is used.
+    kubeconfig: str | None = None
+    request_timeout_seconds: float = 2.0
+    #: A watch silent this long is replaced by a fresh list and watch: a dead connection is silent.
+    watch_inactivity_seconds: float = 10.0
+    #: What a hook means when the API cannot say (unreachable, forbidden): trust the token and
+    #: shut down (degraded), or treat it as one container's restart (no deregistration).
+    when_unconfirmed: Unconfirmed = "deletion"
+    #: Post Kubernetes Events on the pod for milestones and warnings.
+    events: bool = True
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the agent needs, validated."""
@@ -148,6 +169,7 @@ class Settings:
     phases: PhaseSettings = field(default_factory=PhaseSettings)
     traffic: TrafficSettings = field(default_factory=TrafficSettings)
     envoy: EnvoySettings = field(default_factory=EnvoySettings)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
 
     @property
     def proxy(self) -> ContainerSpec | None:
@@ -358,6 +380,31 @@ def _envoy(sec: Section) -> EnvoySettings:
     return envoy
 
 
+def _kubernetes(sec: Section, environ: Mapping[str, str]) -> KubernetesSettings:
+    raw = sec.raw("enabled", "auto")
+    if isinstance(raw, bool):  # YAML reads a bare true/false as a boolean
+        enabled = "true" if raw else "false"
+    else:
+        enabled = sec.choice("enabled", "auto", ("auto", "true", "false"))
+    kubeconfig = sec.text("kubeconfig", None) or environ.get("KUBECONFIG") or None
+    if enabled == "auto":
+        on = bool(environ.get("KUBERNETES_SERVICE_HOST") or kubeconfig)
+    else:
+        on = enabled == "true"
+    kube = KubernetesSettings(
+        enabled=on,
+        kubeconfig=kubeconfig,
+        request_timeout_seconds=sec.number("request_timeout_seconds", 2.0, minimum=0.05),
+        watch_inactivity_seconds=sec.number("watch_inactivity_seconds", 10.0, minimum=0.1),
+        when_unconfirmed="restart"
+        if sec.choice("when_unconfirmed", "deletion", ("deletion", "restart")) == "restart"
+        else "deletion",
+        events=sec.boolean("events", True),
+    )
+    sec.finish()
+    return kube
+
+
 def from_mapping(data: object, environ: Mapping[str, str]) -> Settings:
     """Build validated settings from a parsed settings file and the environment."""
     root = Section(data, "")
@@ -371,6 +418,7 @@ def from_mapping(data: object, environ: Mapping[str, str]) -> Settings:
         phases=_phases(root.section("phases")),
         traffic=_traffic(root.section("traffic")),
         envoy=_envoy(root.section("envoy")),
+        kubernetes=_kubernetes(root.section("kubernetes"), environ),
     )
     root.finish()
     return settings

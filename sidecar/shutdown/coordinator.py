@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -11,7 +12,9 @@ import structlog
 from sidecar.model.deadline import Budget, plan_budget
 from sidecar.model.plan import inbound_ports, release_groups
 from sidecar.model.report import Outcome, Phase, PhaseRecord, Release, summarise
+from sidecar.model.rotation import pod_key
 from sidecar.model.traffic import policy_for
+from sidecar.shutdown.confirm import Confirmation, confirm
 from sidecar.shutdown.drain import drain
 from sidecar.shutdown.observe import TrafficMonitor
 from sidecar.shutdown.protocols import Result
@@ -20,15 +23,16 @@ from sidecar.shutdown.release import quit_proxy, wait_exit
 from sidecar.shutdown.unroute import unroute
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Coroutine, Iterable
 
     from sidecar.model.plan import ReleaseGroup
+    from sidecar.model.rotation import PodKey
     from sidecar.settings import Settings
     from sidecar.shutdown.protocols import (
+        ClusterApi,
         ProcessProbe,
         ProxyAdmin,
         RegistryPhase,
-        RotationWatch,
         ShutdownListener,
         TrafficSource,
     )
@@ -49,7 +53,7 @@ class Coordinator:
         traffic: TrafficSource,
         processes: ProcessProbe,
         proxy: ProxyAdmin | None = None,
-        rotation: RotationWatch | None = None,
+        api: ClusterApi | None = None,
         announce: RegistryPhase | None = None,
         retire: RegistryPhase | None = None,
         listener: ShutdownListener | None = None,
@@ -58,7 +62,7 @@ class Coordinator:
         self.groups = release_groups(settings)
         self._proxy = proxy
         self._processes = processes
-        self._rotation = rotation
+        self._api = api
         self._announce = announce
         self._retire = retire
         self._listener = listener
@@ -78,7 +82,13 @@ class Coordinator:
         self.records: list[PhaseRecord] = []
         self.releases: list[Release] = []
         self.summary: dict[str, Any] | None = None
+        #: deletion or restart, once confirm has said which.
+        self.kind: str | None = None
+        #: Containers whose hooks came during this flight (a restart releases only those).
+        self.requested: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+        self._announce_task: asyncio.Task[Result] | None = None
 
     # -- what hooks and the runtime call ------------------------------------------------------
 
@@ -87,19 +97,39 @@ class Coordinator:
         """Whether the shutdown has begun."""
         return self._task is not None
 
-    def start(self) -> None:
-        """Begin the shutdown once; later calls join the one already running."""
+    def start(self, container: str | None = None) -> None:
+        """Begin the shutdown once; later calls join it.
+
+        After a container restart, a new hook starts a new flight: the pod lives on and may
+        be deleted later.
+        """
+        if self._task is not None and self._task.done() and self.kind == "restart":
+            self._reset()
+        if container is not None:
+            self.requested.add(container)
         if self._task is None:
             loop = asyncio.get_running_loop()
-            b = self.settings.budget
-            self.budget = plan_budget(
-                started_at=loop.time(),
-                grace_seconds=b.grace_seconds,
-                group_count=len(self.groups),
-                sigterm_reserve_seconds=b.sigterm_reserve_seconds,
-                answer_margin_seconds=b.answer_margin_seconds,
-            )
+            self.budget = self._plan(loop.time(), self.settings.budget.grace_seconds, None)
             self._task = asyncio.create_task(self._run(self.budget), name="shutdown")
+
+    def _plan(self, started_at: float, grace_seconds: float, deadline: float | None) -> Budget:
+        b = self.settings.budget
+        return plan_budget(
+            started_at=started_at,
+            grace_seconds=grace_seconds,
+            group_count=len(self.groups),
+            sigterm_reserve_seconds=b.sigterm_reserve_seconds,
+            answer_margin_seconds=b.answer_margin_seconds,
+            deletion_deadline=deadline,
+        )
+
+    def _reset(self) -> None:
+        for event in self._released.values():
+            event.clear()
+        self.finished.clear()
+        self.records, self.releases, self.requested = [], [], set()
+        self.summary, self.kind, self.budget, self._task = None, None, None, None
+        self.current = "idle"
 
     def is_released(self, container: str) -> bool:
         """Whether that container's hook has been answered."""
@@ -121,110 +151,187 @@ class Coordinator:
 
     async def _run(self, budget: Budget) -> None:
         loop = asyncio.get_running_loop()
-        phases = self.settings.phases
-        apps = [g for g in self.groups if not g.is_proxy]
-        proxy_group = next((g for g in self.groups if g.is_proxy), None)
-        last_answer = budget.release_by[-1]
         log.info(
             "shutdown_started",
             grace_seconds=budget.grace_seconds,
             groups=[g.names for g in self.groups],
         )
         # Whatever happens below, each group is answered at its latest time, in plan order.
-        timers = [
-            loop.call_at(when, self._release_through, group.index, "deadline")
-            for group, when in zip(self.groups, budget.release_by, strict=True)
-        ]
-        announce_task: asyncio.Task[Result] | None = None
+        self._schedule(budget)
         try:
-            async with asyncio.timeout_at(budget.hard_deadline):
-                # 1. confirm: the token was checked by the server; the API check comes with
-                #    the Kubernetes adapter.
-                await self._phase(
-                    Phase.CONFIRM, _done(Result(Outcome.OK, {"by": "token"})), last_answer
-                )
-                # 2. announce runs beside unroute, quiesce and drain; it must end before release.
-                announce_task = asyncio.create_task(
-                    self._phase(
-                        Phase.ANNOUNCE,
-                        _registry(self._announce, budget.release_by[0]),
-                        budget.release_by[0],
-                    ),
-                    name="announce",
-                )
-                self.monitor.start()
-                # 3. unroute: the control plane takes the pod out of rotation.
-                deadline = budget.phase_deadline(loop.time(), phases.unroute_max_seconds)
-                await self._phase(
-                    Phase.UNROUTE,
-                    unroute(
-                        self._rotation,
-                        deadline=deadline,
-                        fallback_delay_seconds=phases.unroute_fallback_delay_seconds,
-                    ),
-                    deadline,
-                )
-                # 4. quiesce: the data plane caught up; pinned clients were told to leave.
-                deadline = budget.phase_deadline(loop.time(), phases.quiesce_max_seconds)
-                proxy = self._proxy if self.settings.envoy.drain_inbound else None
-                await self._phase(
-                    Phase.QUIESCE,
-                    quiesce(
-                        self.monitor,
-                        proxy,
-                        deadline=deadline,
-                        window_seconds=phases.quiet_window_seconds,
-                        min_seconds=phases.quiesce_min_seconds,
-                    ),
-                    deadline,
-                )
-                # 5. drain: in-flight requests finish.
-                deadline = budget.phase_deadline(loop.time(), phases.drain_max_seconds)
-                await self._phase(Phase.DRAIN, drain(self.monitor, deadline=deadline), deadline)
-                # 6. release apps, group by group; a later group goes once the earlier one exited.
-                for group in apps:
-                    if group.index > 0:
-                        previous = self.groups[group.index - 1]
-                        deadline = budget.phase_deadline(
-                            loop.time(), phases.exit_wait_max_seconds, group.index
-                        )
-                        await self._phase(
-                            f"exit:{previous.index}", self._exit(previous, deadline), deadline
-                        )
-                    self._release_through(group.index, "turn")
-                await announce_task
-                # 7. the apps exit; the proxy carries their last outbound calls until then.
-                deadline = last_answer if proxy_group is not None else budget.hard_deadline
-                if proxy_group is not None or self._retire is not None:
-                    await self._phase("exit", self._exit(apps[-1], deadline), deadline)
-                # 8. retire before the proxy goes: registry calls may need the mesh.
-                await self._phase(Phase.RETIRE, _registry(self._retire, deadline), deadline)
-                # 9. release the proxy once its own in-flight requests are done, then quit it.
-                if proxy_group is not None:
-                    await self._phase(
-                        Phase.RELEASE_PROXY,
-                        self._release_proxy(
-                            proxy_group,
-                            budget.phase_deadline(
-                                loop.time(), phases.proxy_drain_max_seconds, proxy_group.index
-                            ),
-                        ),
-                        last_answer,
-                    )
+            async with asyncio.timeout_at(budget.hard_deadline) as scope:
+                # 1. confirm: the token was checked by the server; the API says what it means.
+                cap = self.settings.kubernetes.request_timeout_seconds + 0.5
+                confirmation = await self._confirm(min(loop.time() + cap, budget.release_by[0]))
+                budget = self._replan(budget, confirmation)
+                scope.reschedule(budget.hard_deadline)
+                if confirmation.kind == "restart":
+                    await self._restart(budget)
+                else:
+                    await self._shutdown(budget, confirmation)
         except TimeoutError:
             log.warning("shutdown_overran", phase=self.current)
             self._record(
                 self.current, loop.time(), Result(Outcome.TIMED_OUT, {"reason": "hard deadline"})
             )
         finally:
-            for timer in timers:
+            for timer in self._timers:
                 timer.cancel()
             # Never leave a hook hanging, whatever went wrong above.
             self._release_through(len(self.groups) - 1, "end")
-            if announce_task is not None and not announce_task.done():
-                announce_task.cancel()
+            if self._announce_task is not None and not self._announce_task.done():
+                self._announce_task.cancel()
             await self.monitor.stop()
         self._finish(budget)
+
+    def _schedule(self, budget: Budget) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers = [
+            loop.call_at(when, self._release_through, group.index, "deadline")
+            for group, when in zip(self.groups, budget.release_by, strict=True)
+        ]
+
+    async def _confirm(self, deadline: float) -> Confirmation:
+        fallback = Confirmation(
+            self.settings.kubernetes.when_unconfirmed,
+            None,
+            Result(Outcome.TIMED_OUT, {"by": "token", "api_error": "no answer in time"}),
+            api_failed=True,
+        )
+        holder: list[Confirmation] = [fallback]
+
+        async def work() -> Result:
+            holder[0] = await confirm(
+                self._api,
+                uid=self.settings.pod.uid,
+                when_unconfirmed=self.settings.kubernetes.when_unconfirmed,
+            )
+            return holder[0].result
+
+        result = await self._phase(Phase.CONFIRM, work(), deadline)
+        self.kind = holder[0].kind if result.outcome is not Outcome.TIMED_OUT else fallback.kind
+        return holder[0] if result.outcome is not Outcome.TIMED_OUT else fallback
+
+    def _replan(self, budget: Budget, confirmation: Confirmation) -> Budget:
+        """The pod's own deletion grace and deadline replace the configured grace (A3, B1)."""
+        deletion = confirmation.deletion
+        if deletion is None or not deletion.deleting:
+            return budget
+        loop = asyncio.get_running_loop()
+        assert deletion.deadline_epoch is not None  # noqa: S101 - implied by deleting
+        deadline = loop.time() + (deletion.deadline_epoch - time.time())
+        # The kubelet never gives less than 1 s (B1), even after a forced delete.
+        grace = max(1.0, deletion.grace_seconds or budget.grace_seconds)
+        replanned = self._plan(budget.started_at, grace, deadline)
+        self.budget = replanned
+        self._schedule(replanned)
+        log.info(
+            "budget_planned",
+            grace_seconds=grace,
+            remaining_seconds=round(replanned.remaining(loop.time()), 3),
+            source="deletionGracePeriodSeconds",
+        )
+        return replanned
+
+    async def _restart(self, budget: Budget) -> None:
+        """One container restarts (no deletionTimestamp): its own drain, then its release only.
+
+        No announce, no retire, no proxy release: the pod stays, and so does its registration.
+        """
+        loop = asyncio.get_running_loop()
+        self.monitor.start()
+        ports = frozenset(
+            p for c in self.settings.containers if c.name in self.requested for p in c.ports
+        )
+        deadline = min(loop.time() + self.settings.phases.drain_max_seconds, budget.release_by[0])
+        await self._phase(
+            Phase.DRAIN, drain(self.monitor, deadline=deadline, ports=ports), deadline
+        )
+        self._release_names(sorted(self.requested), "restart")
+
+    async def _shutdown(self, budget: Budget, confirmation: Confirmation) -> None:
+        """The whole plan of design.md section 1, steps 2-8."""
+        loop = asyncio.get_running_loop()
+        phases = self.settings.phases
+        apps = [g for g in self.groups if not g.is_proxy]
+        proxy_group = next((g for g in self.groups if g.is_proxy), None)
+        last_answer = budget.release_by[-1]
+        # 2. announce runs beside unroute, quiesce and drain; it must end before release.
+        self._announce_task = announce_task = asyncio.create_task(
+            self._phase(
+                Phase.ANNOUNCE,
+                _registry(self._announce, budget.release_by[0]),
+                budget.release_by[0],
+            ),
+            name="announce",
+        )
+        self.monitor.start()
+        # 3. unroute: the control plane takes the pod out of rotation.
+        deadline = budget.phase_deadline(loop.time(), phases.unroute_max_seconds)
+        await self._phase(
+            Phase.UNROUTE,
+            unroute(
+                None if confirmation.api_failed else self._api,
+                self._pod_key(confirmation),
+                deadline=deadline,
+                fallback_delay_seconds=phases.unroute_fallback_delay_seconds,
+            ),
+            deadline,
+        )
+        # 4. quiesce: the data plane caught up; pinned clients were told to leave.
+        deadline = budget.phase_deadline(loop.time(), phases.quiesce_max_seconds)
+        proxy = self._proxy if self.settings.envoy.drain_inbound else None
+        await self._phase(
+            Phase.QUIESCE,
+            quiesce(
+                self.monitor,
+                proxy,
+                deadline=deadline,
+                window_seconds=phases.quiet_window_seconds,
+                min_seconds=phases.quiesce_min_seconds,
+            ),
+            deadline,
+        )
+        # 5. drain: in-flight requests finish.
+        deadline = budget.phase_deadline(loop.time(), phases.drain_max_seconds)
+        await self._phase(Phase.DRAIN, drain(self.monitor, deadline=deadline), deadline)
+        # 6. release apps, group by group; a later group goes once the earlier one exited.
+        for group in apps:
+            if group.index > 0:
+                previous = self.groups[group.index - 1]
+                deadline = budget.phase_deadline(
+                    loop.time(), phases.exit_wait_max_seconds, group.index
+                )
+                await self._phase(
+                    f"exit:{previous.index}", self._exit(previous, deadline), deadline
+                )
+            self._release_through(group.index, "turn")
+        await announce_task
+        # 7. the apps exit; the proxy carries their last outbound calls until then.
+        deadline = last_answer if proxy_group is not None else budget.hard_deadline
+        if proxy_group is not None or self._retire is not None:
+            await self._phase("exit", self._exit(apps[-1], deadline), deadline)
+        # 8. retire before the proxy goes: registry calls may need the mesh.
+        await self._phase(Phase.RETIRE, _registry(self._retire, deadline), deadline)
+        # 9. release the proxy once its own in-flight requests are done, then quit it.
+        if proxy_group is not None:
+            await self._phase(
+                Phase.RELEASE_PROXY,
+                self._release_proxy(
+                    proxy_group,
+                    budget.phase_deadline(
+                        loop.time(), phases.proxy_drain_max_seconds, proxy_group.index
+                    ),
+                ),
+                last_answer,
+            )
+
+    def _pod_key(self, confirmation: Confirmation) -> PodKey:
+        pod, deletion = self.settings.pod, confirmation.deletion
+        uid = pod.uid or (deletion.uid if deletion else "")
+        return pod_key(uid, [*pod.ips, *(deletion.ips if deletion else ())])
 
     async def _exit(self, group: ReleaseGroup, deadline: float) -> Result:
         native = self.settings.server.mode == "native"
@@ -282,18 +389,21 @@ class Coordinator:
 
     def _release_through(self, index: int, reason: str) -> None:
         """Answer every group up to `index`, earlier groups first."""
-        now = asyncio.get_running_loop().time()
         for group in self.groups[: index + 1]:
-            for name in group.names:
-                event = self._released[name]
-                if event.is_set():
-                    continue
-                event.set()
-                release = Release(name, now, reason)
-                self.releases.append(release)
-                log.info("container_released", container=name, reason=reason)
-                if self._listener is not None:
-                    self._listener.container_released(release)
+            self._release_names(group.names, reason)
+
+    def _release_names(self, names: Iterable[str], reason: str) -> None:
+        now = asyncio.get_running_loop().time()
+        for name in names:
+            event = self._released[name]
+            if event.is_set():
+                continue
+            event.set()
+            release = Release(name, now, reason)
+            self.releases.append(release)
+            log.info("container_released", container=name, reason=reason)
+            if self._listener is not None:
+                self._listener.container_released(release)
 
     def _finish(self, budget: Budget) -> None:
         now = asyncio.get_running_loop().time()
@@ -309,10 +419,6 @@ class Coordinator:
         if self._listener is not None:
             self._listener.shutdown_finished(self.summary)
         self.finished.set()
-
-
-async def _done(result: Result) -> Result:
-    return result
 
 
 async def _registry(phase: RegistryPhase | None, deadline: float) -> Result:

@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from sidecar.model.report import Outcome, PhaseRecord, Release
+    from sidecar.model.rotation import Slice
     from sidecar.model.traffic import TrafficSample
 
 
@@ -54,11 +57,37 @@ class ProxyAdmin(Protocol):
         ...
 
 
-class RotationWatch(Protocol):
-    """Observes the pod leaving rotation (the Kubernetes adapter, in a later issue)."""
+class PodSource(Protocol):
+    """Our pod as the API server has it (raises ApiError)."""
 
-    async def wait_out_of_rotation(self, deadline: float) -> Result:
-        """Return once every EndpointSlice holding the pod shows it not ready, or at `deadline`."""
+    async def read_pod(self) -> dict[str, Any]:
+        """One GET of the pod."""
+        ...
+
+
+class SliceSource(Protocol):
+    """The EndpointSlices that may hold our pod (raises ApiError)."""
+
+    async def list_slices(self, services: frozenset[str] | None = None) -> tuple[list[Slice], str]:
+        """The slices in our namespace (of those Services, if given) and the list's revision."""
+        ...
+
+    def slice_snapshots(
+        self, services: frozenset[str], first: list[Slice], revision: str, deadline: float
+    ) -> AsyncIterator[list[Slice]]:
+        """Each new state of those Services' slices, watched from `revision`, until `deadline`."""
+        ...
+
+
+class ClusterApi(PodSource, SliceSource, Protocol):
+    """What confirm and unroute need of the API server, in one client."""
+
+
+class EventSink(Protocol):
+    """Kubernetes Events on our pod."""
+
+    async def post_event(self, reason: str, message: str, *, warning: bool = False) -> None:
+        """Post one Event (raises ApiError)."""
         ...
 
 

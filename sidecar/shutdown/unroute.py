@@ -3,29 +3,104 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import contextlib
+from typing import TYPE_CHECKING, Any
 
+import structlog
+
+from sidecar.errors import ApiError
 from sidecar.model.report import Outcome
+from sidecar.model.rotation import Rotation, Verdict, services_holding, verdict
 from sidecar.shutdown.protocols import Result
 
 if TYPE_CHECKING:
-    from sidecar.shutdown.protocols import RotationWatch
+    from sidecar.model.rotation import PodKey, Slice
+    from sidecar.shutdown.protocols import SliceSource
+
+log = structlog.get_logger(__name__)
 
 
 async def unroute(
-    rotation: RotationWatch | None, *, deadline: float, fallback_delay_seconds: float
+    slices: SliceSource | None,
+    key: PodKey,
+    *,
+    deadline: float,
+    fallback_delay_seconds: float,
 ) -> Result:
-    """Observe the EndpointSlices; without an API adapter, wait a bounded fixed delay instead."""
-    if rotation is not None:
-        return await rotation.wait_out_of_rotation(deadline)
+    """Watch the slices holding the pod until it is out of rotation.
+
+    Without the API (none configured, unreachable, forbidden) wait a bounded fixed delay
+    instead, and say so in the outcome.
+    """
     loop = asyncio.get_running_loop()
     started = loop.time()
-    until = min(started + fallback_delay_seconds, deadline)
-    await asyncio.sleep(max(0.0, until - started))
-    return Result(
-        Outcome.DEGRADED,
-        {
-            "reason": "no API adapter: waited a fixed delay",
-            "waited_seconds": round(until - started, 3),
-        },
-    )
+    if slices is None:
+        return await _fallback(started, deadline, fallback_delay_seconds, "API not available")
+    if not key.uid and not key.ips:
+        reason = "cannot recognise our endpoints: no pod uid or IP known"
+        return await _fallback(started, deadline, fallback_delay_seconds, reason)
+    try:
+        first, revision = await slices.list_slices()
+    except ApiError as e:
+        return await _fallback(started, deadline, fallback_delay_seconds, str(e))
+    services = services_holding(key, first)
+    last = verdict(key, services, first)
+    if last.settled:
+        return _settled(last)
+    watched = [s for s in first if s.service in services]
+    try:
+        return await _until_settled(slices, key, services, (watched, revision), deadline)
+    except ApiError as e:
+        return await _fallback(started, deadline, fallback_delay_seconds, str(e), last)
+
+
+async def _until_settled(
+    slices: SliceSource,
+    key: PodKey,
+    services: frozenset[str],
+    first: tuple[list[Slice], str],
+    deadline: float,
+) -> Result:
+    """Follow the watch until the verdict settles, or time out with the last verdict."""
+    last = verdict(key, services, first[0])
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout_at(deadline):
+            async for snapshot in slices.slice_snapshots(services, *first, deadline):
+                last = verdict(key, services, snapshot)
+                if last.settled:
+                    return _settled(last)
+    return Result(Outcome.TIMED_OUT, _detail(last))
+
+
+def _settled(result: Verdict) -> Result:
+    # publishNotReadyAddresses: the API will never say "out"; quiesce has to see traffic stop.
+    outcome = Outcome.DEGRADED if result.state is Rotation.NEVER_UNREADY else Outcome.OK
+    return Result(outcome, _detail(result))
+
+
+def _detail(result: Verdict) -> dict[str, Any]:
+    return {
+        "verdict": str(result.state),
+        "services": {s.service: str(s.state) for s in result.services},
+    }
+
+
+async def _fallback(
+    started: float,
+    deadline: float,
+    delay_seconds: float,
+    reason: str,
+    last: Verdict | None = None,
+) -> Result:
+    """Wait what is left of the fixed delay (bounded by the deadline), reported as degraded."""
+    loop = asyncio.get_running_loop()
+    until = min(started + delay_seconds, deadline)
+    await asyncio.sleep(max(0.0, until - loop.time()))
+    log.warning("unroute_degraded", reason=reason)
+    detail: dict[str, Any] = {
+        "reason": f"{reason}: waited a fixed delay",
+        "waited_seconds": round(loop.time() - started, 3),
+    }
+    if last is not None:
+        detail.update(_detail(last))
+    return Result(Outcome.DEGRADED, detail)

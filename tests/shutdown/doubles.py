@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sidecar import settings
+from sidecar.model.rotation import Slice
 from sidecar.model.traffic import Connection, TcpState, TrafficSample
 from sidecar.shutdown.protocols import Result
 
@@ -112,9 +115,32 @@ class HangingProxy(RecordingProxy):
         await forever()
 
 
-class HangingRotation:
-    async def wait_out_of_rotation(self, deadline: float) -> Result:
+class StuckApi:
+    """Confirms a deletion with `grace_seconds`, then never answers about EndpointSlices."""
+
+    def __init__(self, grace_seconds: int = 30) -> None:
+        self.grace_seconds = grace_seconds
+
+    async def read_pod(self) -> dict[str, Any]:
+        deadline = time.gmtime(time.time() + self.grace_seconds)
+        return {
+            "metadata": {
+                "uid": "0000-stuck",
+                "deletionTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", deadline),
+                "deletionGracePeriodSeconds": self.grace_seconds,
+            }
+        }
+
+    async def list_slices(
+        self, services: frozenset[str] | None = None
+    ) -> tuple[list[Slice], str]:
         return await forever()  # type: ignore[no-any-return]
+
+    async def slice_snapshots(
+        self, services: frozenset[str], first: list[Slice], revision: str, deadline: float
+    ) -> AsyncIterator[list[Slice]]:
+        await forever()
+        yield []
 
 
 class HangingRegistry:

@@ -11,11 +11,11 @@ from tests.shutdown.doubles import (
     HangingProcesses,
     HangingProxy,
     HangingRegistry,
-    HangingRotation,
     HangingSampler,
     NoProcesses,
     RecordingProxy,
     ScriptedTraffic,
+    StuckApi,
     StuckTraffic,
     pod_settings,
 )
@@ -43,7 +43,7 @@ async def test_hooks_are_answered_in_plan_order_before_the_deadline_when_all_is_
         traffic=StuckTraffic(),
         processes=HangingProcesses(),
         proxy=HangingProxy(),
-        rotation=HangingRotation(),
+        api=StuckApi(),
         announce=HangingRegistry(),
         retire=HangingRegistry(),
     )

@@ -1,0 +1,61 @@
+"""Phase confirm: whether the pod is being deleted, or one container merely restarts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from sidecar.errors import ApiError, MalformedAnswerError
+from sidecar.model.deletion import PodDeletion, read_deletion
+from sidecar.model.report import Outcome
+from sidecar.shutdown.protocols import Result
+
+if TYPE_CHECKING:
+    from sidecar.shutdown.protocols import PodSource
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What the hook means, and what the API said of the deletion (None: it did not say)."""
+
+    kind: Literal["deletion", "restart"]
+    deletion: PodDeletion | None
+    result: Result
+    #: The API could not be asked: unroute must not rely on it either.
+    api_failed: bool = False
+
+
+async def confirm(
+    pods: PodSource | None, *, uid: str, when_unconfirmed: Literal["deletion", "restart"]
+) -> Confirmation:
+    """Read our pod once: deletionTimestamp set means deletion; unset, a container restart."""
+    if pods is None:
+        return Confirmation("deletion", None, Result(Outcome.OK, {"by": "token", "api": "off"}))
+    try:
+        deletion = read_deletion(await pods.read_pod())
+    except ApiError as e:
+        if e.status != 404:
+            return _unconfirmed(str(e), when_unconfirmed)
+        # Gone from the API already: force-deleted (A9) or removed; the kubelet still stops us.
+        gone = "not found: force-deleted or already removed"
+    except MalformedAnswerError as e:
+        return _unconfirmed(str(e), when_unconfirmed)
+    else:
+        replaced = bool(uid and deletion.uid and deletion.uid != uid)
+        gone = f"replaced: the API has uid {deletion.uid}, we are {uid}" if replaced else ""
+    if gone:
+        return Confirmation("deletion", None, Result(Outcome.OK, {"by": "api", "pod": gone}))
+    if not deletion.deleting:
+        restart = {"by": "api", "kind": "restart", "reason": "no deletionTimestamp"}
+        return Confirmation("restart", deletion, Result(Outcome.OK, restart))
+    detail: dict[str, Any] = {
+        "by": "api",
+        "kind": "deletion",
+        "deletion_grace_seconds": deletion.grace_seconds,
+    }
+    return Confirmation("deletion", deletion, Result(Outcome.OK, detail))
+
+
+def _unconfirmed(error: str, policy: Literal["deletion", "restart"]) -> Confirmation:
+    detail = {"by": "token", "api_error": error, "treated_as": policy}
+    return Confirmation(policy, None, Result(Outcome.DEGRADED, detail), api_failed=True)
