@@ -421,6 +421,11 @@ def from_mapping(data: object, environ: Mapping[str, str]) -> Settings:
         kubernetes=_kubernetes(root.section("kubernetes"), environ),
     )
     root.finish()
+    if settings.kubernetes.enabled and not (settings.pod.name and settings.pod.namespace):
+        raise ConfigError(
+            "kubernetes: the API is on, so POD_NAME and POD_NAMESPACE (downward API) or "
+            "pod.name and pod.namespace are required; set kubernetes.enabled: false to go without"
+        )
     return settings
 
 

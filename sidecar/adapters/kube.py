@@ -145,6 +145,7 @@ class KubeApi:
         retry = _RETRY_FIRST_SECONDS
         relist = False
         while loop.time() < deadline:
+            watch_started = loop.time()
             try:
                 if relist:
                     slices, revision = await self.list_slices(services)
@@ -152,21 +153,20 @@ class KubeApi:
                     yield list(current.values())
                 async for event_type, obj in self._watch(services, revision, deadline):
                     revision = obj.get("metadata", {}).get("resourceVersion") or revision
-                    if event_type == "BOOKMARK":
-                        continue
-                    changed = parse_slice(obj)
-                    if event_type == "DELETED":
-                        current.pop(changed.name, None)
-                    else:
-                        current[changed.name] = changed
-                    retry = _RETRY_FIRST_SECONDS
-                    yield list(current.values())
+                    if _apply(current, event_type, obj):
+                        retry = _RETRY_FIRST_SECONDS
+                        yield list(current.values())
             except ApiError as e:
                 if e.forbidden:
                     raise
                 log.info("slice_watch_restarting", reason=str(e))
             except MalformedAnswerError as e:
                 log.warning("slice_watch_restarting", reason=f"malformed event: {e}")
+            else:
+                # A clean end at the server's timeout: watch again from the last revision (E8).
+                if loop.time() - watch_started >= self._settings.watch_inactivity_seconds / 2:
+                    relist = False
+                    continue
             relist = True
             await asyncio.sleep(max(0.0, min(retry, deadline - loop.time())))
             retry = min(retry * 2, _RETRY_MAX_SECONDS)
@@ -241,6 +241,18 @@ class KubeApi:
         }
         path = f"/api/v1/namespaces/{pod.namespace}/events"
         await self._call("create event", "POST", path, body=body)
+
+
+def _apply(current: dict[str, Slice], event_type: str, obj: dict[str, Any]) -> bool:
+    """Apply one watch event to the slices by name; False when nothing changed (a bookmark)."""
+    if event_type == "BOOKMARK":
+        return False
+    changed = parse_slice(obj)
+    if event_type == "DELETED":
+        current.pop(changed.name, None)
+    else:
+        current[changed.name] = changed
+    return True
 
 
 def _selector(services: frozenset[str]) -> str:

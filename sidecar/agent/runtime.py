@@ -12,8 +12,10 @@ import structlog
 from aiohttp import web
 
 from sidecar.adapters.envoy import EnvoyAdmin
+from sidecar.adapters.kube import KubeApi
 from sidecar.adapters.netns import NetnsTrafficSource
 from sidecar.adapters.processes import ProcessProbe
+from sidecar.agent.events import EventPoster, FanOut
 from sidecar.agent.metrics import Metrics
 from sidecar.agent.server import build_app
 from sidecar.agent.state import HookBook
@@ -40,6 +42,8 @@ class Agent:
     runner: web.AppRunner
     traffic: NetnsTrafficSource
     envoy: EnvoyAdmin | None
+    kube: KubeApi | None
+    events: EventPoster | None
 
 
 async def start_agent(settings: Settings) -> Agent:
@@ -55,8 +59,16 @@ async def start_agent(settings: Settings) -> Agent:
         else None
     )
     metrics = Metrics()
+    # The API client is built here but connects only when the first hook comes.
+    kube = KubeApi(settings.kubernetes, settings.pod) if settings.kubernetes.enabled else None
+    events = EventPoster(kube, settings) if kube and settings.kubernetes.events else None
     coordinator = Coordinator(
-        settings, traffic=traffic, processes=ProcessProbe(), proxy=envoy, listener=metrics
+        settings,
+        traffic=traffic,
+        processes=ProcessProbe(),
+        proxy=envoy,
+        api=kube,
+        listener=FanOut(metrics, events) if events else metrics,
     )
     book = HookBook()
     loop = asyncio.get_running_loop()
@@ -83,7 +95,7 @@ async def start_agent(settings: Settings) -> Agent:
     log.info(
         "agent_ready", port=settings.server.port, containers=[c.name for c in settings.containers]
     )
-    return Agent(settings, coordinator, book, metrics, runner, traffic, envoy)
+    return Agent(settings, coordinator, book, metrics, runner, traffic, envoy, kube, events)
 
 
 async def stop_agent(agent: Agent) -> None:
@@ -91,6 +103,10 @@ async def stop_agent(agent: Agent) -> None:
     await agent.runner.cleanup()
     await agent.coordinator.close()
     agent.traffic.close()
+    if agent.events is not None:
+        await agent.events.flush(_FLUSH_SECONDS)
+    if agent.kube is not None:
+        await agent.kube.close()
     if agent.envoy is not None:
         await agent.envoy.close()
 

@@ -69,7 +69,7 @@ class Hooks:
         loop = asyncio.get_running_loop()
         received = loop.time()
         try:
-            self._coordinator.start()
+            self._coordinator.start(container)
             # A caller hanging up cancels only this wait, never the shutdown.
             await self._coordinator.wait_released(container)
         finally:

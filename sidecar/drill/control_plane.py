@@ -78,6 +78,8 @@ class Faults:
     times: int | None = None
     #: Every API call waits this long before being served.
     delay_seconds: float = 0.0
+    #: The next N watches from a specific revision find it expired (ERROR 410, E5).
+    expire_next_watches: int = 0
 
     def failure_for(self, path: str) -> int | None:
         """The status to answer this path with, if a fault applies (and count it)."""
@@ -110,6 +112,8 @@ class ControlPlane:
     #: Every API request served: (method, path, query), for asserting what a client did.
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     url: str = ""
+    #: Watches answered with ERROR 410 (E5).
+    expired_watches: int = 0
     _runner: web.AppRunner | None = None
     _pending_syncs: set[asyncio.TimerHandle] = field(default_factory=set)
 
@@ -251,7 +255,7 @@ class ControlPlane:
             for m, p, q in self.requests
             if m == method
             and path_contains in p
-            and (watch is None or (q.get("watch") in {"1", "true"}) == watch)
+            and (watch is None or _true(q.get("watch")) == watch)
         )
 
     # -- the controller -------------------------------------------------------------------
@@ -400,7 +404,7 @@ class ControlPlane:
                 return status(400, "BadRequest", str(e))
             ns = request.match_info.get("ns", "")
             try:
-                if query.get("watch") in {"1", "true"}:
+                if _true(query.get("watch")):
                     return await self._watch(request, resource, ns, matches)
                 return self._list(query, resource, ns, matches)
             except Refused as refused:
@@ -451,7 +455,7 @@ class ControlPlane:
 
     def _watch_options(self, query: Any) -> tuple[str, bool, bool, float]:
         """E3, E8, E10: (resourceVersion, initial events, bookmarks, lifetime), or Refused."""
-        initial_events = query.get("sendInitialEvents") in {"1", "true"}
+        initial_events = _true(query.get("sendInitialEvents"))
         match = query.get("resourceVersionMatch")
         if initial_events and not self.watch_list:
             raise Refused(invalid("sendInitialEvents", "Forbidden: the WatchList feature is off"))
@@ -465,7 +469,7 @@ class ControlPlane:
         lifetime = _number(query, "timeoutSeconds", 0)
         if lifetime <= 0:  # E8
             lifetime = self.min_request_timeout_seconds * (1 + random.random())
-        bookmarks = query.get("allowWatchBookmarks") in {"1", "true"}
+        bookmarks = _true(query.get("allowWatchBookmarks"))
         return rv, initial_events, bookmarks, lifetime
 
     async def _watch(
@@ -481,8 +485,9 @@ class ControlPlane:
         since = self.store.revision if replay_all else int(rv)
         initial = [o for o in self.store.items(resource, ns or None) if matches(o)]
         try:
-            watcher = self.store.watch(resource, ns, matches, since)
+            watcher = self._open_watch(resource, ns, matches, None if replay_all else since)
         except Expired as e:  # E5: HTTP 200, one ERROR event, then the end
+            self.expired_watches += 1
             error = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure"}
             await _send(
                 response, "ERROR", {**error, "message": str(e), "reason": "Expired", "code": 410}
@@ -501,6 +506,17 @@ class ControlPlane:
         if dropped and request.transport is not None:
             request.transport.abort()  # a dropped connection, not a clean end
         return response
+
+    def _open_watch(
+        self, resource: str, ns: str, matches: Callable[[Object], bool], since: int | None
+    ) -> Watcher:
+        """A watcher from `since` (None: from now); Expired for a revision out of history."""
+        if since is not None and self.faults.expire_next_watches > 0:
+            self.faults.expire_next_watches -= 1
+            raise Expired(since, self.store.revision)
+        return self.store.watch(
+            resource, ns, matches, self.store.revision if since is None else since
+        )
 
     async def _stream(
         self,
@@ -533,6 +549,11 @@ class ControlPlane:
             event = watcher.event_for(change)
             if event is not None:
                 await _send(response, *event)
+
+
+def _true(value: str | None) -> bool:
+    """A boolean query parameter as Go's strconv.ParseBool reads it (clients send "True")."""
+    return value in {"1", "t", "T", "true", "TRUE", "True"}
 
 
 def _number(query: Any, name: str, default: float) -> float:

@@ -131,9 +131,7 @@ class StuckApi:
             }
         }
 
-    async def list_slices(
-        self, services: frozenset[str] | None = None
-    ) -> tuple[list[Slice], str]:
+    async def list_slices(self, services: frozenset[str] | None = None) -> tuple[list[Slice], str]:
         return await forever()  # type: ignore[no-any-return]
 
     async def slice_snapshots(
