@@ -501,6 +501,8 @@ class ControlPlane:
                 mark["metadata"]["annotations"] = {"k8s.io/initial-events-end": "true"}
                 await _send(response, "BOOKMARK", mark)
             dropped = await self._stream(response, watcher, lifetime, bookmarks, (apiversion, kind))
+        except ConnectionError:  # the client went away; aiohttp's reset error is one too
+            return response
         finally:
             self.store.unwatch(watcher)
         if dropped and request.transport is not None:

@@ -22,9 +22,11 @@ def render(outcome: Outcome, params: Params) -> str:
         (line for line in outcome.agent_log if line.get("event") == "shutdown_finished"), {}
     )
     lines = [
-        "Pod deletion under load (real app with naive SIGTERM handling, real Envoy, the agent)",
+        "Pod deletion under load (real app with naive SIGTERM handling, real Envoy, the agent,",
+        "  the pod deleted through the control-plane stand-in's API)",
         (
             f"  grace {params.grace_seconds:.0f} s, "
+            f"slice controller {params.controller_delay_seconds:.1f} s, "
             f"data-plane propagation {params.propagation_delay_seconds:.1f} s, "
             f"latency {params.latency_ms[0]}-{params.latency_ms[1]} ms, "
             f"{params.workers} workers + 1 pinned client"
@@ -32,6 +34,7 @@ def render(outcome: Outcome, params: Params) -> str:
         "",
         f"  requests             {len(outcome.requests):>6}   (to the deleted pod: {len(to_pod)})",
         f"  failed               {len(outcome.failures()):>6}   {dict(failures) or ''}",
+        f"  endpoint not ready   {_at(outcome, outcome.unready_at)}   (its EndpointSlice)",
         f"  data plane moved     {_at(outcome, outcome.flip_at)}",
         f"  app hook answered    {_at(outcome, outcome.hook_returned.get('app'))}   (then SIGTERM)",
         f"  app exited           {_at(outcome, outcome.exited.get('app'))}",

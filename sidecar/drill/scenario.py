@@ -1,9 +1,10 @@
 """One pod deleted under load with real processes: app, Envoy sidecar, agent, a kubelet stand-in.
 
-The load balancer in front stands for the data plane: it keeps sending to the pod until the
-propagation delay has passed, then sends to another replica. A pinned client stands for a
-caller that reached the pod through a ClusterIP: it keeps its keep-alive connection and keeps
-sending on it until the server says `Connection: close`.
+The pod is deleted through the control-plane stand-in's API. The load balancer in front
+stands for the data plane: it keeps sending to the pod until its EndpointSlice shows it not
+ready and the propagation delay has passed, then sends to another replica. A pinned client
+stands for a caller that reached the pod through a ClusterIP: it keeps its keep-alive
+connection and keeps sending on it until the server says `Connection: close`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import yaml
 
+from sidecar.drill.cluster import Cluster
 from sidecar.drill.procs import Proc, free_port, spawn, start_app, start_envoy, wait_for_port
 from sidecar.settings import TOKEN_HEADER
 
@@ -33,6 +35,8 @@ class Params:
     """The scenario's knobs."""
 
     grace_seconds: float = 20.0
+    #: How long the EndpointSlice controller takes to mark the deleted pod not ready.
+    controller_delay_seconds: float = 0.5
     propagation_delay_seconds: float = 1.0
     latency_ms: tuple[int, int] = (100, 300)
     workers: int = 8
@@ -60,7 +64,11 @@ class Outcome:
     """What happened, on the scenario's loop clock."""
 
     t0: float
-    flip_at: float
+    flip_at: float | None = None
+    #: When the pod's EndpointSlice showed it not ready.
+    unready_at: float | None = None
+    #: (type, reason) of the Kubernetes Events posted on the pod.
+    events: list[tuple[str, str]] = field(default_factory=list)
     requests: list[RequestRecord] = field(default_factory=list)
     hook_returned: dict[str, float] = field(default_factory=dict)
     hook_errors: dict[str, str] = field(default_factory=dict)
@@ -161,9 +169,14 @@ async def _kubelet_hook(
 
 
 def agent_settings(
-    params: Params, *, agent_port: int, app_port: int, envoy_port: int, admin_port: int
+    params: Params,
+    *,
+    ports: tuple[int, int, int, int],
+    kubeconfig: Path,
+    pod_uid: str,
 ) -> dict[str, Any]:
     """The agent's settings file for this pod."""
+    agent_port, app_port, envoy_port, admin_port = ports
     return {
         "containers": [
             {"name": "app", "role": "app", "ports": [app_port]},
@@ -178,7 +191,18 @@ def agent_settings(
         },
         "traffic": {"sample_interval_seconds": 0.1},
         "envoy": {"admin_url": f"http://127.0.0.1:{admin_port}"},
+        "pod": {"name": "web-1", "namespace": "shop", "uid": pod_uid, "ips": [HOST]},
+        "kubernetes": {"kubeconfig": str(kubeconfig), "request_timeout_seconds": 2.0},
     }
+
+
+async def start_agent(workdir: Path, settings_path: Path, token: str, port: int) -> Proc:
+    """The agent as its own process, serving once this returns."""
+    env = {"SHUTDOWN_COORDINATOR_TOKEN": token, "PATH": "/usr/bin:/bin"}
+    argv = [sys.executable, "-m", "sidecar", "agent", "-c", str(settings_path)]
+    agent = await spawn("agent", [*argv, "--log-format", "json"], workdir, env)
+    await wait_for_port(HOST, port)
+    return agent
 
 
 async def run(workdir: Path, params: Params) -> Outcome:
@@ -186,19 +210,20 @@ async def run(workdir: Path, params: Params) -> Outcome:
     loop = asyncio.get_running_loop()
     app_port, envoy_port, admin_port, agent_port, other_port = (free_port() for _ in range(5))
     token = secrets.token_hex(16)
-    settings_path = workdir / "agent.yaml"
-    settings = agent_settings(
-        params,
-        agent_port=agent_port,
-        app_port=app_port,
-        envoy_port=envoy_port,
-        admin_port=admin_port,
-    )
-    settings_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    cluster = Cluster(params.controller_delay_seconds)
     procs: list[Proc] = []
     stop = asyncio.Event()
     load: list[asyncio.Task[None]] = []
     try:
+        kubeconfig = await cluster.start(HOST, "127.0.0.2", workdir, int(params.grace_seconds))
+        settings_path = workdir / "agent.yaml"
+        settings = agent_settings(
+            params,
+            ports=(agent_port, app_port, envoy_port, admin_port),
+            kubeconfig=kubeconfig,
+            pod_uid=cluster.uid,
+        )
+        settings_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
         app = await start_app(
             workdir, name="app", host=HOST, port=app_port, latency_ms=params.latency_ms
         )
@@ -215,27 +240,11 @@ async def run(workdir: Path, params: Params) -> Outcome:
             app_port=app_port,
         )
         procs.append(envoy)
-        env = {"SHUTDOWN_COORDINATOR_TOKEN": token, "PATH": "/usr/bin:/bin"}
-        agent = await spawn(
-            "agent",
-            [
-                sys.executable,
-                "-m",
-                "sidecar",
-                "agent",
-                "-c",
-                str(settings_path),
-                "--log-format",
-                "json",
-            ],
-            workdir,
-            env,
-        )
+        agent = await start_agent(workdir, settings_path, token, agent_port)
         procs.append(agent)
-        await wait_for_port(HOST, agent_port)
 
         router = Router(f"http://{HOST}:{envoy_port}/", f"http://{HOST}:{other_port}/")
-        outcome = Outcome(t0=0.0, flip_at=0.0)
+        outcome = Outcome(t0=0.0)
         load = [
             asyncio.create_task(_worker(f"w{i}", router, stop, outcome.requests))
             for i in range(params.workers)
@@ -247,10 +256,17 @@ async def run(workdir: Path, params: Params) -> Outcome:
         )
         await asyncio.sleep(1.0)  # steady load before the deletion, so there is traffic to protect
 
-        # The deletion: hooks in parallel, and (classic container) the agent's own SIGTERM.
+        def unready() -> None:
+            # The data plane applies the EndpointSlice change after its propagation delay.
+            outcome.unready_at = loop.time()
+            outcome.flip_at = outcome.unready_at + params.propagation_delay_seconds
+            loop.call_at(outcome.flip_at, router.flip)
+
+        cluster.follow_slices(unready)
+        # The deletion through the API; once the kubelet sees it: hooks in parallel, and (as a
+        # classic container) the agent's own SIGTERM.
         outcome.t0 = loop.time()
-        outcome.flip_at = outcome.t0 + params.propagation_delay_seconds
-        loop.call_at(outcome.flip_at, router.flip)
+        await cluster.delete_and_wait_for_kubelet()
         if params.agent_gets_sigterm_at_start:
             agent.signal(signal.SIGTERM)
         hook_args: dict[str, Any] = {
@@ -268,7 +284,9 @@ async def run(workdir: Path, params: Params) -> Outcome:
         await asyncio.gather(*load)
         with contextlib.suppress(TimeoutError):
             await agent.exited(params.grace_seconds)
+        await cluster.pod_gone()
         outcome.agent_log = agent.json_lines()
+        outcome.events = cluster.events()
         return outcome
     finally:
         stop.set()
@@ -276,3 +294,4 @@ async def run(workdir: Path, params: Params) -> Outcome:
             task.cancel()
         for proc in procs:
             await proc.stop()
+        await cluster.stop()

@@ -46,3 +46,14 @@ async def test_no_request_fails_and_hooks_return_in_order_before_the_deadline(
     assert summary["phases"]["quiesce"]["proxy_drain"] == "started"
     assert summary["phases"]["release_proxy"]["envoy_quit"] == "sent"
     assert summary["released"]["app"]["reason"] == "turn"
+    # The API said what happened: a deletion, then the endpoint turned not ready; only after
+    # that was the app released.
+    assert summary["phases"]["confirm"]["by"] == "api"
+    assert summary["phases"]["unroute"]["outcome"] == "ok"
+    assert summary["phases"]["unroute"]["verdict"] == "out_of_rotation"
+    assert outcome.unready_at is not None
+    assert outcome.unready_at - outcome.t0 >= params.controller_delay_seconds * 0.9
+    assert outcome.unready_at <= app_released
+    reasons = [reason for _, reason in outcome.events]
+    assert reasons[:1] == ["OutOfRotation"]
+    assert {"AppReleased", "ProxyReleased", "ShutdownFinished"} <= set(reasons)
