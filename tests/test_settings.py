@@ -189,3 +189,37 @@ def test_any_parsed_document_is_accepted_or_refused_with_a_config_error(
     else:
         message = "accepted"
     assert message
+
+
+POD_ENV = {"POD_NAME": "web-1", "POD_NAMESPACE": "shop"}
+
+
+@pytest.mark.parametrize(
+    ("section", "environ", "enabled"),
+    [
+        ({}, {}, False),
+        ({}, {"KUBERNETES_SERVICE_HOST": "10.96.0.1", **POD_ENV}, True),
+        ({}, {"KUBECONFIG": "/home/me/.kube/config", **POD_ENV}, True),
+        ({"enabled": False}, {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, False),
+        ({"enabled": True}, POD_ENV, True),
+    ],
+)
+def test_the_api_is_used_in_a_pod_or_with_a_kubeconfig_unless_turned_off(
+    section: dict[str, object], environ: dict[str, str], enabled: bool
+) -> None:
+    loaded = settings.from_mapping({**MINIMAL, "kubernetes": section}, environ)
+    assert loaded.kubernetes.enabled is enabled
+    assert loaded.kubernetes.when_unconfirmed == "deletion"
+
+
+def test_the_api_needs_the_pod_name_and_namespace() -> None:
+    with pytest.raises(ConfigError, match="POD_NAME and POD_NAMESPACE"):
+        settings.from_mapping({**MINIMAL, "kubernetes": {"enabled": True}}, {})
+
+
+def test_an_unknown_unconfirmed_policy_is_named_in_the_error() -> None:
+    data = {**MINIMAL, "kubernetes": {"enabled": False, "when_unconfirmed": "panic"}}
+    with pytest.raises(
+        ConfigError, match=r"kubernetes.when_unconfirmed: expected one of deletion, restart"
+    ):
+        settings.from_mapping(data, {})

@@ -178,7 +178,10 @@ class Coordinator:
             for timer in self._timers:
                 timer.cancel()
             # Never leave a hook hanging, whatever went wrong above.
-            self._release_through(len(self.groups) - 1, "end")
+            if self.kind == "restart":
+                self._release_names(sorted(self.requested), "end")
+            else:
+                self._release_through(len(self.groups) - 1, "end")
             if self._announce_task is not None and not self._announce_task.done():
                 self._announce_task.cancel()
             await self.monitor.stop()
@@ -241,6 +244,15 @@ class Coordinator:
         No announce, no retire, no proxy release: the pod stays, and so does its registration.
         """
         loop = asyncio.get_running_loop()
+        # Only the restarting containers are answered, at the latest when the budget ends.
+        for timer in self._timers:
+            timer.cancel()
+        self._timers = [
+            loop.call_at(
+                budget.release_by[-1],
+                lambda: self._release_names(sorted(self.requested), "deadline"),
+            )
+        ]
         self.monitor.start()
         ports = frozenset(
             p for c in self.settings.containers if c.name in self.requested for p in c.ports
