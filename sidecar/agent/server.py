@@ -108,6 +108,7 @@ def status_document(coordinator: Coordinator, book: HookBook) -> dict[str, Any]:
     start = budget.started_at if budget is not None else now
     doc: dict[str, Any] = {
         "phase": coordinator.current,
+        "kind": coordinator.kind,
         "containers": {
             c.name: {
                 "role": c.role,

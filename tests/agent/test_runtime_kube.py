@@ -97,6 +97,7 @@ async def test_a_restart_releases_only_that_container_and_a_later_deletion_runs_
     async with asyncio.timeout(5):
         await hook(agent, "app")
     status = await get(agent, "/status")
+    assert status["kind"] == "restart"
     assert status["containers"]["app"]["state"] == "released"
     assert status["containers"]["app"]["reason"] == "restart"
     assert status["containers"]["sidecar"]["state"] == "waiting"
