@@ -226,7 +226,8 @@ class Coordinator:
         assert deletion.deadline_epoch is not None  # noqa: S101 - implied by deleting
         deadline = loop.time() + (deletion.deadline_epoch - time.time())
         # The kubelet never gives less than 1 s (B1), even after a forced delete.
-        grace = max(1.0, deletion.grace_seconds or budget.grace_seconds)
+        given = deletion.grace_seconds
+        grace = max(1.0, budget.grace_seconds if given is None else given)
         replanned = self._plan(budget.started_at, grace, deadline)
         self.budget = replanned
         self._schedule(replanned)

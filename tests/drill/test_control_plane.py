@@ -445,3 +445,19 @@ async def test_dropping_watches_cuts_the_connection(
     assert cp.drop_watches() == 1
     with pytest.raises((aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
         await stream.next()
+
+
+async def test_e6_a_revision_that_left_the_bounded_history_is_expired(
+    http: aiohttp.ClientSession, cp: ControlPlane
+) -> None:
+    cp.store = type(cp.store)(history_limit=2)
+    first = cp.create("pods", pod_object("web-1"))
+    for ready in (False, True, False):
+        cp.set_ready(NAMESPACE, "web-1", ready=ready)
+    stream = await watch(http, PODS, resourceVersion=first["metadata"]["resourceVersion"])
+    error = await stream.next()
+    assert error is not None
+    assert (error["type"], error["object"]["code"]) == ("ERROR", 410)
+    recent = await watch(http, PODS, resourceVersion=str(cp.store.revision - 1))
+    cp.set_ready(NAMESPACE, "web-1", ready=True)
+    assert (await recent.next() or {})["type"] == "MODIFIED"

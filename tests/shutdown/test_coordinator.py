@@ -154,3 +154,24 @@ async def test_starting_twice_runs_one_shutdown() -> None:
     coordinator.start()
     assert coordinator.budget is budget
     await coordinator.close()
+
+
+async def test_the_pods_own_deletion_grace_replaces_the_configured_one() -> None:
+    coordinator = Coordinator(
+        pod_settings(budget={"grace_seconds": 30}),
+        traffic=StuckTraffic(),
+        processes=HangingProcesses(),
+        proxy=HangingProxy(),
+        api=StuckApi(grace_seconds=10),
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answered = await _hooks(coordinator, "app", "envoy")
+    budget = coordinator.budget
+    assert budget is not None
+    assert budget.grace_seconds == 10
+    # deletionTimestamp has whole seconds, so the deadline may come up to a second early.
+    assert 9 <= budget.hard_deadline - started <= 10
+    assert answered["envoy"] < budget.hard_deadline
+    assert answered["app"] == pytest.approx(budget.release_by[0])
+    await coordinator.close()

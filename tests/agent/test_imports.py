@@ -1,0 +1,17 @@
+"""The agent's memory budget depends on what it imports before the first hook."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_starting_the_agent_does_not_import_the_kubernetes_client() -> None:
+    probe = (
+        "import sys, sidecar.cli, sidecar.agent.runtime, sidecar.adapters.kube; "
+        "print('kubernetes_asyncio' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "False"
