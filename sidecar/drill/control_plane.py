@@ -72,7 +72,7 @@ class Faults:
 
     #: Answer matching API calls with this HTTP status instead of serving them.
     status: int | None = None
-    #: Only calls whose path contains this text (None: every API call).
+    #: Only calls whose path contains this text get the status or the delay (None: every one).
     path_contains: str | None = None
     #: How many calls get the status (None: until cleared).
     times: int | None = None
@@ -81,9 +81,13 @@ class Faults:
     #: The next N watches from a specific revision find it expired (ERROR 410, E5).
     expire_next_watches: int = 0
 
+    def applies_to(self, path: str) -> bool:
+        """Whether the faults concern calls to this path."""
+        return not self.path_contains or self.path_contains in path
+
     def failure_for(self, path: str) -> int | None:
         """The status to answer this path with, if a fault applies (and count it)."""
-        if self.status is None or (self.path_contains and self.path_contains not in path):
+        if self.status is None or not self.applies_to(path):
             return None
         if self.times is not None:
             if self.times <= 0:
@@ -303,7 +307,7 @@ class ControlPlane:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.query)))
-        if self.faults.delay_seconds:
+        if self.faults.delay_seconds and self.faults.applies_to(request.path):
             await asyncio.sleep(self.faults.delay_seconds)
         code = self.faults.failure_for(request.path)
         if code is not None:

@@ -157,3 +157,23 @@ async def test_a_forbidden_pod_read_is_trusted_by_default_and_warned_about(
     assert any(
         e["reason"] == "ShutdownPhaseDegraded" and "confirm" in e["message"] for e in warnings
     )
+
+
+async def test_an_event_api_that_hangs_never_delays_a_hook(cp: ControlPlane, start: Start) -> None:
+    agent = await start()
+    cp.faults = Faults(delay_seconds=30, path_contains="/events")
+    cp.delete_pod(NAMESPACE, "web-1")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(10):
+        await asyncio.gather(hook(agent, "app"), hook(agent, "sidecar"))
+        await agent.coordinator.finished.wait()
+    took = loop.time() - started
+    assert agent.events is not None
+    flush_started = loop.time()
+    await agent.events.flush(0.5)
+    assert loop.time() - flush_started < 1.0
+    # Each post gave up after the API timeout (0.5 s) on its own, beside the shutdown.
+    assert agent.events.failures >= 1
+    assert took < 5
+    assert cp.events_for(NAMESPACE, "web-1") == []
