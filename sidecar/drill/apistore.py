@@ -89,6 +89,8 @@ class Store:
         #: Changes at or before this revision cannot be replayed any more.
         self._compacted = 1
         self._watchers: set[Watcher] = set()
+        #: Set each time a watch opens; tests and the drill wait on it instead of polling.
+        self.watch_opened = asyncio.Event()
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -164,6 +166,7 @@ class Store:
                 if change.resource == resource and namespace in ("", change.namespace):
                     watcher.queue.put_nowait(change)
         self._watchers.add(watcher)
+        self.watch_opened.set()
         return watcher
 
     def _replay(self, since: int) -> Iterator[Change]:
@@ -190,3 +193,10 @@ class Store:
     def watcher_count(self) -> int:
         """Open watches."""
         return len(self._watchers)
+
+    async def wait_for_watchers(self, count: int, seconds: float) -> None:
+        """Return once `count` watches are open; TimeoutError after `seconds`."""
+        async with asyncio.timeout(seconds):
+            while len(self._watchers) < count:
+                self.watch_opened.clear()
+                await self.watch_opened.wait()

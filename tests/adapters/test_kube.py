@@ -124,15 +124,23 @@ async def test_two_address_families_are_both_followed(cp: ControlPlane, make_pod
     assert all(e["conditions"]["ready"] is False for s in slices for e in s["endpoints"])
 
 
+def slow_deletion(
+    cp: ControlPlane, make_pod: Any, *, controller_seconds: float, **kw: Any
+) -> tuple[Pod, asyncio.Task[tuple[Any, float]]]:
+    """A pod in one Service, deleted while unroute runs; the controller takes its time."""
+    cp.create("services", service_object("web"))
+    pod = make_pod(**kw)
+    cp.controller_delay_seconds = controller_seconds
+    task = asyncio.create_task(pod.unroute())
+    pod.delete()
+    return pod, task
+
+
 async def test_an_endpoint_moving_between_slices_is_followed_to_its_new_slice(
     cp: ControlPlane, make_pod: Any
 ) -> None:
-    cp.create("services", service_object("web"))
-    pod = make_pod()
-    cp.controller_delay_seconds = 1.0
-    task = asyncio.create_task(pod.unroute())
-    pod.delete()
-    await _until(lambda: cp.store.watcher_count == 1)
+    pod, task = slow_deletion(cp, make_pod, controller_seconds=1.0)
+    await cp.store.wait_for_watchers(1, 3.0)
     cp.move_endpoint(NAMESPACE, "web", pod.identity.uid)
     result, took = await task
     assert result.outcome is Outcome.OK
@@ -142,12 +150,8 @@ async def test_an_endpoint_moving_between_slices_is_followed_to_its_new_slice(
 async def test_a_watch_dropped_mid_shutdown_is_replaced_by_a_fresh_list_and_watch(
     cp: ControlPlane, make_pod: Any
 ) -> None:
-    cp.create("services", service_object("web"))
-    pod = make_pod()
-    cp.controller_delay_seconds = 1.0
-    task = asyncio.create_task(pod.unroute())
-    pod.delete()
-    await _until(lambda: cp.store.watcher_count == 1)
+    _, task = slow_deletion(cp, make_pod, controller_seconds=1.0)
+    await cp.store.wait_for_watchers(1, 3.0)
     assert cp.drop_watches() == 1
     result, _ = await task
     assert result.outcome is Outcome.OK
@@ -157,11 +161,7 @@ async def test_a_watch_dropped_mid_shutdown_is_replaced_by_a_fresh_list_and_watc
 async def test_a_watch_ending_at_its_timeout_is_resumed_from_its_revision_without_a_list(
     cp: ControlPlane, make_pod: Any
 ) -> None:
-    cp.create("services", service_object("web"))
-    pod = make_pod(inactivity_seconds=0.4)
-    cp.controller_delay_seconds = 1.5
-    task = asyncio.create_task(pod.unroute())
-    pod.delete()
+    _, task = slow_deletion(cp, make_pod, controller_seconds=1.5, inactivity_seconds=0.4)
     result, _ = await task
     assert result.outcome is Outcome.OK
     assert cp.calls("GET", "/endpointslices", watch=True) >= 2
@@ -171,12 +171,8 @@ async def test_a_watch_ending_at_its_timeout_is_resumed_from_its_revision_withou
 async def test_an_expired_revision_on_resuming_a_watch_410_leads_to_a_relist(
     cp: ControlPlane, make_pod: Any
 ) -> None:
-    cp.create("services", service_object("web"))
-    pod = make_pod(inactivity_seconds=0.4)
-    cp.controller_delay_seconds = 1.5
-    task = asyncio.create_task(pod.unroute())
-    pod.delete()
-    await _until(lambda: cp.store.watcher_count == 1)
+    _, task = slow_deletion(cp, make_pod, controller_seconds=1.5, inactivity_seconds=0.4)
+    await cp.store.wait_for_watchers(1, 3.0)
     # History is lost while the watch runs: resuming from its last revision gets HTTP 200
     # and an ERROR 410 event (E5, E6).
     cp.faults = Faults(expire_next_watches=1)
@@ -294,9 +290,3 @@ async def test_events_are_posted_on_the_pod(cp: ControlPlane, make_pod: Any) -> 
         ("ShutdownPhaseTimedOut", "Warning"),
     ] or sorted(e["reason"] for e in events) == ["OutOfRotation", "ShutdownPhaseTimedOut"]
     assert all(e["involvedObject"]["uid"] == pod.identity.uid for e in events)
-
-
-async def _until(condition: Any, seconds: float = 3.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():
-            await asyncio.sleep(0.01)
