@@ -14,6 +14,7 @@ from sidecar.model.plan import inbound_ports, release_groups
 from sidecar.model.report import Outcome, Phase, PhaseRecord, Release, summarise
 from sidecar.model.rotation import pod_key
 from sidecar.model.traffic import policy_for
+from sidecar.shutdown.answers import HookAnswers
 from sidecar.shutdown.confirm import Confirmation, confirm
 from sidecar.shutdown.drain import drain
 from sidecar.shutdown.observe import TrafficMonitor
@@ -23,7 +24,7 @@ from sidecar.shutdown.release import quit_proxy, wait_exit
 from sidecar.shutdown.unroute import unroute
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Iterable
+    from collections.abc import Coroutine
 
     from sidecar.model.plan import ReleaseGroup
     from sidecar.model.rotation import PodKey
@@ -73,14 +74,13 @@ class Coordinator:
             ),
             settings.traffic.sample_interval_seconds,
         )
-        self._released = {c.name: asyncio.Event() for c in settings.containers}
+        self.answers = HookAnswers((c.name for c in settings.containers), listener)
         #: Set by the runtime when our own SIGTERM arrives (proof of app exit in native mode).
         self.own_sigterm = asyncio.Event()
         self.finished = asyncio.Event()
         self.budget: Budget | None = None
         self.current = "idle"
         self.records: list[PhaseRecord] = []
-        self.releases: list[Release] = []
         self.summary: dict[str, Any] | None = None
         #: deletion or restart, once confirm has said which.
         self.kind: str | None = None
@@ -124,20 +124,24 @@ class Coordinator:
         )
 
     def _reset(self) -> None:
-        for event in self._released.values():
-            event.clear()
+        self.answers.reset()
         self.finished.clear()
-        self.records, self.releases, self.requested = [], [], set()
+        self.records, self.requested = [], set()
         self.summary, self.kind, self.budget, self._task = None, None, None, None
         self.current = "idle"
 
     def is_released(self, container: str) -> bool:
         """Whether that container's hook has been answered."""
-        return self._released[container].is_set()
+        return self.answers.is_released(container)
 
     async def wait_released(self, container: str) -> None:
         """Return when that container's turn has come."""
-        await self._released[container].wait()
+        await self.answers.wait(container)
+
+    @property
+    def releases(self) -> list[Release]:
+        """Every release of this flight, in order."""
+        return self.answers.releases
 
     async def close(self) -> None:
         """Cancel a running shutdown (process exit) and stop sampling."""
@@ -179,7 +183,7 @@ class Coordinator:
                 timer.cancel()
             # Never leave a hook hanging, whatever went wrong above.
             if self.kind == "restart":
-                self._release_names(sorted(self.requested), "end")
+                self.answers.release(sorted(self.requested), "end")
             else:
                 self._release_through(len(self.groups) - 1, "end")
             if self._announce_task is not None and not self._announce_task.done():
@@ -251,7 +255,7 @@ class Coordinator:
         self._timers = [
             loop.call_at(
                 budget.release_by[-1],
-                lambda: self._release_names(sorted(self.requested), "deadline"),
+                lambda: self.answers.release(sorted(self.requested), "deadline"),
             )
         ]
         self.monitor.start()
@@ -262,7 +266,7 @@ class Coordinator:
         await self._phase(
             Phase.DRAIN, drain(self.monitor, deadline=deadline, ports=ports), deadline
         )
-        self._release_names(sorted(self.requested), "restart")
+        self.answers.release(sorted(self.requested), "restart")
 
     async def _shutdown(self, budget: Budget, confirmation: Confirmation) -> None:
         """The whole plan of design.md section 1, steps 2-8."""
@@ -403,20 +407,7 @@ class Coordinator:
     def _release_through(self, index: int, reason: str) -> None:
         """Answer every group up to `index`, earlier groups first."""
         for group in self.groups[: index + 1]:
-            self._release_names(group.names, reason)
-
-    def _release_names(self, names: Iterable[str], reason: str) -> None:
-        now = asyncio.get_running_loop().time()
-        for name in names:
-            event = self._released[name]
-            if event.is_set():
-                continue
-            event.set()
-            release = Release(name, now, reason)
-            self.releases.append(release)
-            log.info("container_released", container=name, reason=reason)
-            if self._listener is not None:
-                self._listener.container_released(release)
+            self.answers.release(group.names, reason)
 
     def _finish(self, budget: Budget) -> None:
         now = asyncio.get_running_loop().time()
