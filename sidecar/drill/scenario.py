@@ -21,6 +21,7 @@ import aiohttp
 import yaml
 
 from sidecar.drill.cluster import Cluster
+from sidecar.drill.kubelet import Container, Hook, Kubelet
 from sidecar.drill.procs import Proc, free_port, spawn, start_app, start_envoy, wait_for_port
 from sidecar.settings import TOKEN_HEADER
 
@@ -143,31 +144,6 @@ async def _pinned(
                 await asyncio.wait_for(stop.wait(), interval)
 
 
-async def _kubelet_hook(
-    name: str, proc: Proc, *, agent_url: str, token: str, outcome: Outcome, grace: float
-) -> None:
-    """PreStop httpGet, then SIGTERM, then SIGKILL after max(remaining, 2 s) (reference B4, B7)."""
-    loop = asyncio.get_running_loop()
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            asyncio.timeout(grace),
-            session.get(f"{agent_url}/prestop/{name}", headers={TOKEN_HEADER: token}) as response,
-        ):
-            await response.read()  # the status code is ignored, as the kubelet does
-    except (aiohttp.ClientError, TimeoutError) as e:
-        outcome.hook_errors[name] = type(e).__name__
-    outcome.hook_returned[name] = loop.time()
-    proc.signal(signal.SIGTERM)
-    remaining = max(outcome.t0 + grace - loop.time(), 2.0)
-    try:
-        await proc.exited(remaining)
-    except TimeoutError:
-        proc.signal(signal.SIGKILL)
-        await proc.exited(5.0)
-    outcome.exited[name] = proc.exited_at or loop.time()
-
-
 def agent_settings(
     params: Params,
     *,
@@ -203,6 +179,27 @@ async def start_agent(workdir: Path, settings_path: Path, token: str, port: int)
     agent = await spawn("agent", [*argv, "--log-format", "json"], workdir, env)
     await wait_for_port(HOST, port)
     return agent
+
+
+async def _terminate(
+    outcome: Outcome, procs: dict[str, Proc], agent_port: int, token: str, params: Params
+) -> None:
+    """The kubelet's part: every container's hook aims at the agent (reference B, C)."""
+    agent_url = f"http://{HOST}:{agent_port}/prestop"
+    token_header = ((TOKEN_HEADER, token),)
+    kubelet = Kubelet(
+        [
+            Container(name, proc, Hook("http", f"{agent_url}/{name}", token_header))
+            for name, proc in procs.items()
+        ],
+        grace_seconds=params.grace_seconds,
+    )
+    for name, killed in (await kubelet.terminate()).items():
+        outcome.hook_returned[name] = killed.hook_ended or killed.sigterm_at or outcome.t0
+        if killed.hook_error:
+            outcome.hook_errors[name] = killed.hook_error
+        if killed.exited_at is not None:
+            outcome.exited[name] = killed.exited_at
 
 
 async def run(workdir: Path, params: Params) -> Outcome:
@@ -269,16 +266,7 @@ async def run(workdir: Path, params: Params) -> Outcome:
         await cluster.delete_and_wait_for_kubelet()
         if params.agent_gets_sigterm_at_start:
             agent.signal(signal.SIGTERM)
-        hook_args: dict[str, Any] = {
-            "agent_url": f"http://{HOST}:{agent_port}",
-            "token": token,
-            "outcome": outcome,
-            "grace": params.grace_seconds,
-        }
-        await asyncio.gather(
-            _kubelet_hook("app", app, **hook_args),
-            _kubelet_hook("proxy", envoy, **hook_args),
-        )
+        await _terminate(outcome, {"app": app, "proxy": envoy}, agent_port, token, params)
         await asyncio.sleep(0.5)  # a little load after the pod is gone, to show nothing breaks
         stop.set()
         await asyncio.gather(*load)
