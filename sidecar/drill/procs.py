@@ -152,3 +152,18 @@ async def start_envoy(
     await wait_for_port(host, listen_port)
     await wait_for_port("127.0.0.1", admin_port)
     return proc
+
+
+async def start_ingress(
+    workdir: Path, *, listen_port: int, admin_port: int, eds_path: Path
+) -> Proc:
+    """The ingress Envoy, routing to whatever the EDS file lists; serving once this returns."""
+    config_path = workdir / "ingress.json"
+    document = envoy_config.ingress(
+        listen_port=listen_port, admin_port=admin_port, eds_path=str(eds_path)
+    )
+    config_path.write_text(json.dumps(document), encoding="utf-8")
+    proc = await spawn("ingress", envoy_config.command(envoy_binary(), str(config_path)), workdir)
+    await wait_for_port("127.0.0.1", listen_port)
+    await wait_for_port("127.0.0.1", admin_port)
+    return proc
