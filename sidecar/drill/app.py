@@ -12,6 +12,9 @@ import random
 
 from aiohttp import web
 
+#: The response header naming the replica that answered, for the drill's accounting.
+SERVED_BY = "X-Served-By"
+
 
 def build(name: str, latency_ms: tuple[int, int]) -> web.Application:
     """The app: `/` answers after a random latency, `/healthz` at once."""
@@ -19,7 +22,7 @@ def build(name: str, latency_ms: tuple[int, int]) -> web.Application:
 
     async def work(_: web.Request) -> web.Response:
         await asyncio.sleep(random.uniform(low, high) / 1000)
-        return web.Response(text=f"ok from {name}\n")
+        return web.Response(text=f"ok from {name}\n", headers={SERVED_BY: name})
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -1,0 +1,135 @@
+"""The drill's load generator: requests at a fixed rate, each one accounted for.
+
+Open loop, like real clients: a request is sent when its time comes, whether or not earlier
+ones have finished. Every request ends as a success, an HTTP error or a transport error;
+one still running when the run stops is waited for, and counted as a transport error
+(`unfinished`) if it does not end in time. Nothing is dropped from the count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+
+from sidecar.drill.app import SERVED_BY
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request and how it ended, on the loop clock."""
+
+    started: float
+    ended: float
+    status: int | None
+    #: The transport error's type (or `unfinished`); None when an HTTP answer came.
+    error: str | None
+    served_by: str | None = None
+
+    @property
+    def kind(self) -> Literal["ok", "http_error", "transport_error"]:
+        """How it ended."""
+        if self.error is not None:
+            return "transport_error"
+        return "ok" if self.status is not None and self.status < 400 else "http_error"
+
+
+@dataclass
+class LoadRun:
+    """What the generator sent and saw."""
+
+    rate_asked: float
+    started_at: float
+    stopped_at: float = 0.0
+    requests: list[Request] = field(default_factory=list)
+
+    @property
+    def rate_achieved(self) -> float:
+        """Requests sent per second, over the time sending."""
+        elapsed = self.stopped_at - self.started_at
+        return len(self.requests) / elapsed if elapsed > 0 else 0.0
+
+    def failures(self) -> Counter[str]:
+        """Failed requests by HTTP status or transport error."""
+        return Counter(r.error or f"HTTP {r.status}" for r in self.requests if r.kind != "ok")
+
+    def latency_p99_seconds(self) -> float | None:
+        """The 99th percentile of successful requests' latency."""
+        latencies = sorted(r.ended - r.started for r in self.requests if r.kind == "ok")
+        if not latencies:
+            return None
+        return latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)]
+
+    def summary(self) -> dict[str, Any]:
+        """The run in numbers, for the table and --json."""
+        kinds = Counter(r.kind for r in self.requests)
+        p99 = self.latency_p99_seconds()
+        return {
+            "requests": len(self.requests),
+            "ok": kinds["ok"],
+            "http_errors": kinds["http_error"],
+            "transport_errors": kinds["transport_error"],
+            "failures": dict(self.failures()),
+            "rate_asked": self.rate_asked,
+            "rate_achieved": round(self.rate_achieved, 1),
+            "latency_p99_ms": None if p99 is None else round(p99 * 1000, 1),
+        }
+
+
+async def generate(
+    url: str,
+    *,
+    rate_per_second: float,
+    stop: asyncio.Event,
+    connections: int = 64,
+    timeout_seconds: float = 10.0,
+) -> LoadRun:
+    """Send GET `url` at `rate_per_second` until `stop` is set; wait for the last ones."""
+    loop = asyncio.get_running_loop()
+    run = LoadRun(rate_per_second, loop.time())
+    pending: set[asyncio.Task[None]] = set()
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        sent = 0
+        while not stop.is_set():
+            due = math.floor((loop.time() - run.started_at) * rate_per_second) + 1
+            for _ in range(due - sent):
+                task = asyncio.create_task(_one(session, url, run.requests))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            sent = max(sent, due)
+            next_at = run.started_at + sent / rate_per_second
+            try:
+                await asyncio.wait_for(stop.wait(), max(0.0, next_at - loop.time()))
+            except TimeoutError:
+                continue
+        run.stopped_at = loop.time()
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout_seconds + 1)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+    return run
+
+
+async def _one(session: aiohttp.ClientSession, url: str, out: list[Request]) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with session.get(url) as response:
+            await response.read()
+            out.append(
+                Request(
+                    started, loop.time(), response.status, None, response.headers.get(SERVED_BY)
+                )
+            )
+    except asyncio.CancelledError:
+        out.append(Request(started, loop.time(), None, "unfinished"))
+        raise
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        out.append(Request(started, loop.time(), None, type(e).__name__))
