@@ -17,7 +17,7 @@ from sidecar.drill.control_plane import ControlPlane
 from sidecar.drill.objects import NAMESPACE, pod_object, service_object
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Sequence
     from pathlib import Path
 
 POD = "web-1"
@@ -48,15 +48,18 @@ class Cluster:
     _session: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def start(self, pod_ip: str, other_ip: str, workdir: Path, grace_seconds: int) -> Path:
-        """Serve the API with the pod and another replica in one Service; returns a kubeconfig."""
+    async def start(
+        self, pod_ip: str, other_ips: Sequence[str], workdir: Path, grace_seconds: int
+    ) -> Path:
+        """Serve the API with the pod and other replicas in one Service; returns a kubeconfig."""
         # Creating the objects is immediate; the deletion then takes the controller a while.
         self.cp = ControlPlane()
         await self.cp.start()
         self.cp.create("services", service_object("web"))
         pod = pod_object(POD, (pod_ip,), grace_seconds=grace_seconds)
         self.uid = self.cp.create("pods", pod)["metadata"]["uid"]
-        self.cp.create("pods", pod_object("web-2", (other_ip,), grace_seconds=grace_seconds))
+        for index, ip in enumerate(other_ips, start=2):
+            self.cp.create("pods", pod_object(f"web-{index}", (ip,), grace_seconds=grace_seconds))
         self.cp.controller_delay_seconds = self.controller_delay_seconds
         self._session = aiohttp.ClientSession(self.cp.url)
         return self.cp.write_kubeconfig(workdir / "kubeconfig")

@@ -172,12 +172,14 @@ def agent_settings(
     }
 
 
-async def start_agent(workdir: Path, settings_path: Path, token: str, port: int) -> Proc:
+async def start_agent(
+    workdir: Path, settings_path: Path, token: str, port: int, *, host: str = HOST
+) -> Proc:
     """The agent as its own process, serving once this returns."""
     env = {"SHUTDOWN_COORDINATOR_TOKEN": token, "PATH": "/usr/bin:/bin"}
     argv = [sys.executable, "-m", "sidecar", "agent", "-c", str(settings_path)]
     agent = await spawn("agent", [*argv, "--log-format", "json"], workdir, env)
-    await wait_for_port(HOST, port)
+    await wait_for_port(host, port)
     return agent
 
 
@@ -212,7 +214,7 @@ async def run(workdir: Path, params: Params) -> Outcome:
     stop = asyncio.Event()
     load: list[asyncio.Task[None]] = []
     try:
-        kubeconfig = await cluster.start(HOST, "127.0.0.2", workdir, int(params.grace_seconds))
+        kubeconfig = await cluster.start(HOST, ["127.0.0.2"], workdir, int(params.grace_seconds))
         settings_path = workdir / "agent.yaml"
         settings = agent_settings(
             params,
