@@ -39,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "-c", "--config", default=os.environ.get("SHUTDOWN_COORDINATOR_CONFIG"), help=config_help
     )
+    drill = commands.add_parser("drill", help="delete a pod under load with each shutdown recipe")
+    from sidecar.drill.params import add_arguments  # noqa: PLC0415 - light, but only for drill
+
+    add_arguments(drill)
     return parser
 
 
@@ -61,9 +65,23 @@ def _plan_document(loaded: settings.Settings) -> dict[str, object]:
     return document
 
 
+def _drill(args: argparse.Namespace) -> int:
+    from sidecar.drill.main import run  # noqa: PLC0415 - the agent does not need it
+
+    logs.configure(json=False)
+    try:
+        print(run(args))
+    except ValueError as e:
+        print(f"shutdown-coordinator drill: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "drill":
+        return _drill(args)
     try:
         loaded = settings.load(args.config)
     except ConfigError as e:

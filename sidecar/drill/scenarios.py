@@ -13,7 +13,7 @@ import contextlib
 import secrets
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import yaml
@@ -29,8 +29,8 @@ from sidecar.settings import TOKEN_HEADER
 if TYPE_CHECKING:
     from pathlib import Path
 
-Recipe = Literal["no-hook", "sleep-15", "netstat-loop", "coordinated"]
-RECIPES: tuple[Recipe, ...] = ("no-hook", "sleep-15", "netstat-loop", "coordinated")
+    from sidecar.drill.params import DrillParams, Recipe
+
 
 #: The usual Istio script on the proxy container: wait while any other process listens.
 _NETSTAT_LOOP = """
@@ -47,22 +47,6 @@ def listening():
 while listening():
     time.sleep(1)
 """
-
-
-@dataclass(frozen=True)
-class DrillParams:
-    """The knobs of a drill run (the same for every scenario of it)."""
-
-    rate_per_second: float = 100.0
-    #: Load before the deletion, so there is traffic to protect.
-    lead_seconds: float = 2.0
-    #: Load after the deletion's end, to show where traffic went.
-    tail_seconds: float = 1.0
-    latency_ms: tuple[int, int] = (20, 300)
-    propagation_delay_seconds: float = 2.0
-    grace_seconds: int = 30
-    replicas: int = 2
-    sleep_seconds: float = 15.0
 
 
 @dataclass

@@ -1,0 +1,44 @@
+"""`shutdown-coordinator drill`: the scenarios side by side, then the table, picture and JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+from sidecar.drill.params import DrillParams, Recipe, params_from
+from sidecar.drill.report import document, table, timeline_svg
+from sidecar.drill.scenarios import ScenarioResult, run_scenario
+
+
+async def run_all(params: DrillParams, recipes: list[Recipe]) -> list[ScenarioResult]:
+    """Each scenario in its own folder, one after the other (they would share the CPU)."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="shutdown-drill-") as folder:
+        for recipe in recipes:
+            workdir = Path(folder) / recipe
+            workdir.mkdir()
+            results.append(await run_scenario(workdir, recipe, params))
+    return results
+
+
+def run(args: argparse.Namespace) -> str:
+    """Run the drill and return what to print; writes the picture and the JSON."""
+    params, recipes = params_from(args)
+    results = asyncio.run(run_all(params, recipes))
+    args.picture.parent.mkdir(parents=True, exist_ok=True)
+    args.picture.write_text(timeline_svg(results, params), encoding="utf-8")
+    if args.json is not None:
+        args.json.write_text(json.dumps(document(results, params), indent=2), encoding="utf-8")
+    low, high = params.latency_ms
+    shown = (
+        f"rate {params.rate_per_second:g}/s, latency {low}-{high} ms, "
+        f"propagation {params.propagation_delay_seconds:g} s, grace {params.grace_seconds} s, "
+        f"{params.replicas} replicas"
+    )
+    return f"{shown}\n\n{table(results, params)}\n\ntimeline: {args.picture}"

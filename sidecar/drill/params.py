@@ -1,0 +1,78 @@
+"""The drill's parameters and command-line options (light: the agent's CLI parses them too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import argparse
+
+Recipe = Literal["no-hook", "sleep-15", "netstat-loop", "coordinated"]
+RECIPES: tuple[Recipe, ...] = ("no-hook", "sleep-15", "netstat-loop", "coordinated")
+
+
+@dataclass(frozen=True)
+class DrillParams:
+    """The knobs of a drill run (the same for every scenario of it)."""
+
+    rate_per_second: float = 100.0
+    #: Load before the deletion, so there is traffic to protect.
+    lead_seconds: float = 2.0
+    #: Load after the deletion's end, to show where traffic went.
+    tail_seconds: float = 1.0
+    latency_ms: tuple[int, int] = (20, 300)
+    propagation_delay_seconds: float = 2.0
+    grace_seconds: int = 30
+    replicas: int = 2
+    sleep_seconds: float = 15.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The drill's options; the defaults are the small size `make demo` runs."""
+    defaults = DrillParams()
+    parser.add_argument(
+        "--scenarios", default=",".join(RECIPES), help=f"comma-separated, of {', '.join(RECIPES)}"
+    )
+    parser.add_argument("--rate", type=float, default=defaults.rate_per_second, help="requests/s")
+    parser.add_argument("--lead-seconds", type=float, default=defaults.lead_seconds)
+    parser.add_argument("--latency-ms", type=int, nargs=2, default=defaults.latency_ms)
+    parser.add_argument(
+        "--propagation-delay", type=float, default=defaults.propagation_delay_seconds
+    )
+    parser.add_argument("--grace", type=int, default=defaults.grace_seconds)
+    parser.add_argument("--replicas", type=int, default=defaults.replicas)
+    parser.add_argument("--sleep-seconds", type=float, default=defaults.sleep_seconds)
+    parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    parser.add_argument(
+        "--picture", type=Path, default=Path("out/drill-timeline.svg"), help="timeline (SVG)"
+    )
+
+
+def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
+    """Validated parameters; ValueError names what is wrong."""
+    recipes = [r.strip() for r in args.scenarios.split(",") if r.strip()]
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown or not recipes:
+        raise ValueError(
+            f"--scenarios: expected some of {', '.join(RECIPES)}, got {args.scenarios!r}"
+        )
+    if args.replicas < 2:
+        raise ValueError(
+            f"--replicas: expected at least 2 (traffic needs somewhere to go), got {args.replicas}"
+        )
+    if args.rate <= 0:
+        raise ValueError(f"--rate: expected a positive number of requests/s, got {args.rate}")
+    if args.sleep_seconds > args.grace:
+        raise ValueError("--sleep-seconds: a preStop sleep must not exceed the grace (B17)")
+    params = DrillParams(
+        rate_per_second=args.rate,
+        lead_seconds=args.lead_seconds,
+        latency_ms=tuple(args.latency_ms),
+        propagation_delay_seconds=args.propagation_delay,
+        grace_seconds=args.grace,
+        replicas=args.replicas,
+        sleep_seconds=args.sleep_seconds,
+    )
+    return params, [r for r in RECIPES if r in recipes]

@@ -1,0 +1,84 @@
+"""The drill's table, picture and JSON, from results made by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from sidecar.drill.kubelet import Killed
+from sidecar.drill.load import LoadRun, Request
+from sidecar.drill.params import DrillParams, add_arguments, params_from
+from sidecar.drill.report import document, table, timeline_svg
+from sidecar.drill.scenarios import ScenarioResult
+
+PARAMS = DrillParams(rate_per_second=10, grace_seconds=30)
+
+
+def result(recipe: str, failed: int) -> ScenarioResult:
+    load = LoadRun(10, started_at=98.0, stopped_at=104.0)
+    load.requests = [Request(98.0 + i / 10, 98.2 + i / 10, 200, None, "web-2") for i in range(60)]
+    load.requests += [Request(100.5, 100.6, 503, None) for _ in range(failed)]
+    killed = {"app": Killed("app", sigterm_at=103.0, exited_at=103.1)}
+    return ScenarioResult(
+        recipe,  # type: ignore[arg-type]
+        t0=100.0,
+        load=load,
+        killed=killed,
+        unready_at=100.1,
+        moved_at=102.1,
+        pod_gone_at=103.5,
+    )
+
+
+RESULTS = [result("no-hook", 5), result("coordinated", 0)]
+
+
+def test_the_table_has_a_line_per_scenario_and_names_the_failures() -> None:
+    text = table(RESULTS, PARAMS)
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["scenario", "requests", "failed"]
+    no_hook = next(line for line in lines if line.startswith("no-hook "))
+    assert no_hook.split()[1:3] == ["65", "5"]
+    assert "3.0" in no_hook  # app SIGTERM, seconds after the DELETE
+    assert "no-hook failures: HTTP 503: 5" in text
+
+
+def test_the_json_document_carries_the_parameters_and_every_figure() -> None:
+    doc = json.loads(json.dumps(document(RESULTS, PARAMS)))
+    assert doc["params"]["rate_per_second"] == 10
+    coordinated = doc["scenarios"][1]
+    assert coordinated["scenario"] == "coordinated"
+    assert coordinated["failed"] == 0
+    assert coordinated["pod_gone_seconds"] == 3.5
+    assert coordinated["budget_left_seconds"] == 26.5
+    assert coordinated["rate_asked"] == 10
+
+
+def test_the_picture_is_svg_with_a_panel_per_scenario_axes_and_marks() -> None:
+    root = ET.fromstring(timeline_svg(RESULTS, PARAMS))  # noqa: S314 - our own output
+    texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert {"no-hook", "coordinated"} <= set(texts)
+    assert any(t.startswith("app SIGTERM 3.0 s") for t in texts)
+    assert any(t.startswith("data plane moved 2.1 s") for t in texts)
+    assert "10/s" in texts  # the rate axis
+    reds = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.get("fill") == "#d62728"]
+    assert len(reds) == 1  # the five failures fall in one bucket of the no-hook panel
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--scenarios", "yolo"], "--scenarios: expected some of"),
+        (["--replicas", "1"], "--replicas: expected at least 2"),
+        (["--rate", "0"], "--rate: expected a positive"),
+        (["--sleep-seconds", "40", "--grace", "30"], "must not exceed the grace"),
+    ],
+)
+def test_bad_drill_options_are_named(argv: list[str], message: str) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(ValueError, match=message):
+        params_from(parser.parse_args(argv))
