@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import secrets
 import sys
 from dataclasses import dataclass, field
@@ -180,9 +181,14 @@ async def run_scenario(workdir: Path, recipe: Recipe, params: DrillParams) -> Sc
             result.moved_at = result.unready_at + params.propagation_delay_seconds
             eds.remove_later((deleted.ip, deleted.envoy_port), params.propagation_delay_seconds)
 
+        # Little's law: enough connections for every request in flight at the slowest latency.
+        connections = max(64, math.ceil(params.rate_per_second * params.latency_ms[1] / 1000 * 2))
         load = asyncio.create_task(
             generate(
-                f"http://127.0.0.1:{listen}/", rate_per_second=params.rate_per_second, stop=stop
+                f"http://127.0.0.1:{listen}/",
+                rate_per_second=params.rate_per_second,
+                stop=stop,
+                connections=connections,
             )
         )
         await _ready(f"http://127.0.0.1:{listen}/")
