@@ -27,6 +27,8 @@ class DrillParams:
     grace_seconds: int = 30
     replicas: int = 2
     sleep_seconds: float = 15.0
+    #: The proxy (and the agent) run as native sidecars: SIGTERM after the app exited (C1-C3).
+    native: bool = False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace", type=int, default=defaults.grace_seconds)
     parser.add_argument("--replicas", type=int, default=defaults.replicas)
     parser.add_argument("--sleep-seconds", type=float, default=defaults.sleep_seconds)
+    parser.add_argument(
+        "--native", action="store_true", help="proxy and agent as native sidecars (KEP-753)"
+    )
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument(
         "--picture", type=Path, default=Path("out/drill-timeline.svg"), help="timeline (SVG)"
@@ -74,5 +79,6 @@ def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
         grace_seconds=args.grace,
         replicas=args.replicas,
         sleep_seconds=args.sleep_seconds,
+        native=args.native,
     )
     return params, [r for r in RECIPES if r in recipes]

@@ -118,7 +118,7 @@ def _agent_settings(pod: Pod, port: int, kubeconfig: Path, uid: str, params: Dri
             {"name": "app", "ports": [pod.app_port]},
             {"name": "proxy", "role": "proxy", "ports": [pod.envoy_port]},
         ],
-        "server": {"port": port, "host": pod.ip},
+        "server": {"port": port, "host": pod.ip, "mode": "native" if params.native else "classic"},
         "budget": {"grace_seconds": params.grace_seconds},
         "phases": {"quiet_window_seconds": 1.0, "quiesce_min_seconds": 0.5},
         "traffic": {"sample_interval_seconds": 0.1},
@@ -132,25 +132,26 @@ async def _containers(
     recipe: Recipe, pod: Pod, workdir: Path, cluster: Cluster, kubeconfig: Path, params: DrillParams
 ) -> list[Container]:
     """The deleted pod's containers, with the recipe's preStop hooks."""
-    if recipe == "no-hook":
-        return [Container("app", pod.app), Container("proxy", pod.envoy)]
+    hooks = {"app": Hook(), "proxy": Hook()}
+    agent: Proc | None = None
     if recipe == "sleep-15":
-        sleep = Hook("sleep", seconds=params.sleep_seconds)
-        return [Container("app", pod.app, sleep), Container("proxy", pod.envoy, sleep)]
-    if recipe == "netstat-loop":
-        loop_hook = Hook("exec", argv=(sys.executable, "-c", _NETSTAT_LOOP, str(pod.app_port)))
-        return [Container("app", pod.app), Container("proxy", pod.envoy, loop_hook)]
-    token, port = secrets.token_hex(16), free_port(pod.ip)
-    settings_path = workdir / pod.name / "agent.yaml"
-    settings = _agent_settings(pod, port, kubeconfig, cluster.uid, params)
-    settings_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
-    agent = await start_agent(workdir / pod.name, settings_path, token, port, host=pod.ip)
-    base, header = f"http://{pod.ip}:{port}/prestop", ((TOKEN_HEADER, token),)
-    return [
-        Container("app", pod.app, Hook("http", f"{base}/app", header)),
-        Container("proxy", pod.envoy, Hook("http", f"{base}/proxy", header)),
-        Container("agent", agent),
-    ]
+        hooks = dict.fromkeys(hooks, Hook("sleep", seconds=params.sleep_seconds))
+    elif recipe == "netstat-loop":
+        hooks["proxy"] = Hook("exec", argv=(sys.executable, "-c", _NETSTAT_LOOP, str(pod.app_port)))
+    elif recipe == "coordinated":
+        token, port = secrets.token_hex(16), free_port(pod.ip)
+        settings_path = workdir / pod.name / "agent.yaml"
+        settings = _agent_settings(pod, port, kubeconfig, cluster.uid, params)
+        settings_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+        agent = await start_agent(workdir / pod.name, settings_path, token, port, host=pod.ip)
+        base, header = f"http://{pod.ip}:{port}/prestop", ((TOKEN_HEADER, token),)
+        hooks = {name: Hook("http", f"{base}/{name}", header) for name in hooks}
+    # Native sidecars in declaration order: the agent first, so it stops after the proxy (C3).
+    containers = [Container("app", pod.app, hooks["app"])]
+    if agent is not None:
+        containers.append(Container("agent", agent, sidecar=params.native))
+    containers.append(Container("proxy", pod.envoy, hooks["proxy"], sidecar=params.native))
+    return containers
 
 
 async def run_scenario(workdir: Path, recipe: Recipe, params: DrillParams) -> ScenarioResult:

@@ -35,3 +35,19 @@ async def test_coordinated_loses_nothing_no_hook_loses_requests_and_sleep_15_is_
     assert coordinated.killed["app"].sigterm_at >= coordinated.moved_at
     assert coordinated.agent_summary is not None
     assert coordinated.agent_summary["phases"]["unroute"]["outcome"] == "ok"
+
+
+async def test_coordinated_with_native_sidecars_loses_nothing_and_the_proxy_stops_after_the_app(
+    tmp_path: Path,
+) -> None:
+    native = DrillParams(rate_per_second=50, lead_seconds=1.0, tail_seconds=0.5, native=True)
+    (result,) = await run_all(native, ["coordinated"])
+    assert result.load.failures() == {}
+    app, proxy, agent = (result.killed[n] for n in ("app", "proxy", "agent"))
+    assert app.exited_at is not None
+    assert proxy.sigterm_at is not None
+    assert agent.sigterm_at is not None
+    # C3: sidecars get SIGTERM after the main container exited, in reverse declaration order.
+    assert app.exited_at <= proxy.sigterm_at
+    assert proxy.exited_at is not None
+    assert proxy.exited_at <= agent.sigterm_at
