@@ -22,6 +22,8 @@ class DrillParams:
     lead_seconds: float = 2.0
     #: Load after the deletion's end, to show where traffic went.
     tail_seconds: float = 1.0
+    #: The load runs at least this long in all (0: lead + the shutdown + tail).
+    duration_seconds: float = 0.0
     latency_ms: tuple[int, int] = (20, 300)
     propagation_delay_seconds: float = 2.0
     grace_seconds: int = 30
@@ -38,7 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scenarios", default=",".join(RECIPES), help=f"comma-separated, of {', '.join(RECIPES)}"
     )
     parser.add_argument("--rate", type=float, default=defaults.rate_per_second, help="requests/s")
-    parser.add_argument("--lead-seconds", type=float, default=defaults.lead_seconds)
+    parser.add_argument(
+        "--lead-seconds", type=float, default=defaults.lead_seconds, help="load before the delete"
+    )
+    parser.add_argument(
+        "--tail-seconds",
+        type=float,
+        default=defaults.tail_seconds,
+        help="load after the pod is gone",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=defaults.duration_seconds, help="least load time in all"
+    )
     parser.add_argument("--latency-ms", type=int, nargs=2, default=defaults.latency_ms)
     parser.add_argument(
         "--propagation-delay", type=float, default=defaults.propagation_delay_seconds
@@ -67,6 +80,8 @@ def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
         raise ValueError(
             f"--replicas: expected at least 2 (traffic needs somewhere to go), got {args.replicas}"
         )
+    if min(args.lead_seconds, args.tail_seconds, args.duration) < 0:
+        raise ValueError("--lead-seconds, --tail-seconds, --duration: expected 0 or more seconds")
     if args.rate <= 0:
         raise ValueError(f"--rate: expected a positive number of requests/s, got {args.rate}")
     if args.sleep_seconds > args.grace:
@@ -74,6 +89,8 @@ def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
     params = DrillParams(
         rate_per_second=args.rate,
         lead_seconds=args.lead_seconds,
+        tail_seconds=args.tail_seconds,
+        duration_seconds=args.duration,
         latency_ms=tuple(args.latency_ms),
         propagation_delay_seconds=args.propagation_delay,
         grace_seconds=args.grace,

@@ -203,6 +203,8 @@ async def run_scenario(workdir: Path, recipe: Recipe, params: DrillParams) -> Sc
         if result.moved_at is not None and loop.time() < result.moved_at:
             await asyncio.sleep(result.moved_at - loop.time())  # until the data plane moved
         await asyncio.sleep(params.tail_seconds)  # where traffic went afterwards
+        ends_at = result.load.started_at + params.duration_seconds
+        await asyncio.sleep(max(0.0, ends_at - loop.time()))
         stop.set()
         result.load = await load
         agent = next((c.proc for c in containers if c.name == "agent"), None)

@@ -75,6 +75,7 @@ def test_the_picture_is_svg_with_a_panel_per_scenario_axes_and_marks() -> None:
         (["--replicas", "1"], "--replicas: expected at least 2"),
         (["--rate", "0"], "--rate: expected a positive"),
         (["--sleep-seconds", "40", "--grace", "30"], "must not exceed the grace"),
+        (["--duration", "-1"], "expected 0 or more seconds"),
     ],
 )
 def test_bad_drill_options_are_named(argv: list[str], message: str) -> None:
