@@ -5,6 +5,10 @@ parallel; each runs its own hook for at most the grace, minus whole seconds elap
 httpGet hook is a GET from the node to the pod IP whose status code is ignored and which is
 never cancelled; SIGTERM follows with at least 2 s before SIGKILL; native sidecars wait for
 the main containers and for the sidecars declared after them, in the same pod budget.
+
+Not modelled, because the drill's hooks never need them: B12's rule against following a
+redirect to another host (redirects are followed, at most 10), B13's HTTPS fallback, and
+B18's refusal of tcpSocket hooks. An exec hook runs beside the container, not inside it.
 """
 
 from __future__ import annotations
