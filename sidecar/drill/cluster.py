@@ -92,8 +92,8 @@ class Cluster:
                     seen.set()
                     return
 
+        # A watch opened after the delete still sees it: it starts with the pod as it is (E3).
         task = asyncio.create_task(kubelet(), name="kubelet-watch")
-        await asyncio.sleep(0)  # the watch is opened before the delete is sent
         async with self._session.delete(f"{PODS}/{POD}", json={}) as response:
             response.raise_for_status()
         await asyncio.wait_for(seen.wait(), 10)
