@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from sidecar.errors import ApiError, MalformedAnswerError
+from sidecar.errors import ApiError
 from sidecar.model.deletion import PodDeletion, read_deletion
 from sidecar.model.report import Outcome
 from sidecar.shutdown.protocols import Result
@@ -26,20 +27,29 @@ class Confirmation:
 
 
 async def confirm(
-    pods: PodSource | None, *, uid: str, when_unconfirmed: Literal["deletion", "restart"]
+    pods: PodSource | None,
+    *,
+    uid: str,
+    when_unconfirmed: Literal["deletion", "restart"],
+    deadline: float,
 ) -> Confirmation:
-    """Read our pod once: deletionTimestamp set means deletion; unset, a container restart."""
+    """Read our pod once: deletionTimestamp set means deletion; unset, a container restart.
+
+    No answer by `deadline` (loop time), or any failure, is decided by `when_unconfirmed`.
+    """
     if pods is None:
         return Confirmation("deletion", None, Result(Outcome.OK, {"by": "token", "api": "off"}))
     try:
-        deletion = read_deletion(await pods.read_pod())
+        async with asyncio.timeout_at(deadline):
+            deletion = read_deletion(await pods.read_pod())
     except ApiError as e:
         if e.status != 404:
             return _unconfirmed(str(e), when_unconfirmed)
         # Gone from the API already: force-deleted (A9) or removed; the kubelet still stops us.
         gone = "not found: force-deleted or already removed"
-    except MalformedAnswerError as e:
-        return _unconfirmed(str(e), when_unconfirmed)
+    except Exception as e:  # no answer in time, a malformed one, an adapter bug: the token
+        reason = "no answer in time" if isinstance(e, TimeoutError) else f"{type(e).__name__}: {e}"
+        return _unconfirmed(reason, when_unconfirmed)
     else:
         replaced = bool(uid and deletion.uid and deletion.uid != uid)
         gone = f"replaced: the API has uid {deletion.uid}, we are {uid}" if replaced else ""

@@ -201,25 +201,17 @@ class Coordinator:
         ]
 
     async def _confirm(self, deadline: float) -> Confirmation:
-        fallback = Confirmation(
-            self.settings.kubernetes.when_unconfirmed,
-            None,
-            Result(Outcome.TIMED_OUT, {"by": "token", "api_error": "no answer in time"}),
-            api_failed=True,
+        started = asyncio.get_running_loop().time()
+        self.current = Phase.CONFIRM
+        confirmation = await confirm(
+            self._api,
+            uid=self.settings.pod.uid,
+            when_unconfirmed=self.settings.kubernetes.when_unconfirmed,
+            deadline=deadline,
         )
-        holder: list[Confirmation] = [fallback]
-
-        async def work() -> Result:
-            holder[0] = await confirm(
-                self._api,
-                uid=self.settings.pod.uid,
-                when_unconfirmed=self.settings.kubernetes.when_unconfirmed,
-            )
-            return holder[0].result
-
-        result = await self._phase(Phase.CONFIRM, work(), deadline)
-        self.kind = holder[0].kind if result.outcome is not Outcome.TIMED_OUT else fallback.kind
-        return holder[0] if result.outcome is not Outcome.TIMED_OUT else fallback
+        self._record(Phase.CONFIRM, started, confirmation.result)
+        self.kind = confirmation.kind
+        return confirmation
 
     def _replan(self, budget: Budget, confirmation: Confirmation) -> Budget:
         """The pod's own deletion grace and deadline replace the configured grace (A3, B1)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -15,7 +15,7 @@ from sidecar.drill.objects import NAMESPACE, pod_object, service_object
 from sidecar.model.report import Outcome
 from sidecar.model.rotation import pod_key
 from sidecar.settings import KubernetesSettings, PodIdentity
-from sidecar.shutdown.confirm import confirm
+from sidecar.shutdown.confirm import Confirmation, confirm
 from sidecar.shutdown.unroute import unroute
 
 #: How long the stand-in's EndpointSlice controller takes to act (D10 batch period).
@@ -52,6 +52,12 @@ class Pod:
             watch_inactivity_seconds=inactivity_seconds,
         )
         self.api = KubeApi(settings, self.identity)
+
+    async def confirm(self, policy: Literal["deletion", "restart"]) -> Confirmation:
+        deadline = asyncio.get_running_loop().time() + 5
+        return await confirm(
+            self.api, uid=self.identity.uid, when_unconfirmed=policy, deadline=deadline
+        )
 
     def delete(self) -> None:
         self.deleted_at = asyncio.get_running_loop().time()
@@ -94,7 +100,7 @@ async def test_a_pod_in_three_services_is_out_only_when_all_three_say_so(
     pod = make_pod(inactivity_seconds=5.0)
     cp.controller_delay_seconds = 1.5  # longer than the client's first import and connection
     pod.delete()
-    confirmed = await confirm(pod.api, uid=pod.identity.uid, when_unconfirmed="deletion")
+    confirmed = await pod.confirm("deletion")
     assert confirmed.kind == "deletion"
     assert confirmed.deletion is not None
     assert confirmed.deletion.grace_seconds == 30
@@ -189,7 +195,7 @@ async def test_forbidden_degrades_to_the_fixed_delay_and_says_why(
     pod = make_pod()
     pod.delete()
     cp.faults = Faults(status=403)
-    confirmed = await confirm(pod.api, uid=pod.identity.uid, when_unconfirmed="deletion")
+    confirmed = await pod.confirm("deletion")
     assert confirmed.kind == "deletion"
     assert confirmed.api_failed
     assert confirmed.result.outcome is Outcome.DEGRADED
@@ -205,7 +211,7 @@ async def test_forbidden_can_be_treated_as_a_restart_by_policy(
 ) -> None:
     pod = make_pod()
     cp.faults = Faults(status=403)
-    confirmed = await confirm(pod.api, uid=pod.identity.uid, when_unconfirmed="restart")
+    confirmed = await pod.confirm("restart")
     assert confirmed.kind == "restart"
     assert confirmed.result.detail["treated_as"] == "restart"
 
@@ -217,7 +223,7 @@ async def test_an_api_that_is_down_degrades_within_the_request_timeout(
     await cp.stop()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    confirmed = await confirm(pod.api, uid=pod.identity.uid, when_unconfirmed="deletion")
+    confirmed = await pod.confirm("deletion")
     assert confirmed.api_failed
     assert loop.time() - started < 1.0
     result, took = await pod.unroute()
@@ -231,7 +237,7 @@ async def test_a_slow_api_is_cut_at_the_request_timeout(cp: ControlPlane, make_p
     cp.faults = Faults(delay_seconds=3.0)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    confirmed = await confirm(pod.api, uid=pod.identity.uid, when_unconfirmed="deletion")
+    confirmed = await pod.confirm("deletion")
     assert confirmed.api_failed
     assert "no answer within 0.5 s" in confirmed.result.detail["api_error"]
     assert loop.time() - started < 1.0
@@ -267,7 +273,7 @@ async def test_a_pod_without_deletion_timestamp_means_a_container_restart(
     cp: ControlPlane, make_pod: Any
 ) -> None:
     pod = make_pod()
-    confirmed = await confirm(pod.api, uid=pod.identity.uid, when_unconfirmed="deletion")
+    confirmed = await pod.confirm("deletion")
     assert confirmed.kind == "restart"
     assert confirmed.result.outcome is Outcome.OK
 
@@ -275,7 +281,7 @@ async def test_a_pod_without_deletion_timestamp_means_a_container_restart(
 async def test_a_force_deleted_pod_is_a_deletion(cp: ControlPlane, make_pod: Any) -> None:
     pod = make_pod()
     cp.delete_pod(NAMESPACE, "web-1", {"gracePeriodSeconds": 0})
-    confirmed = await confirm(pod.api, uid=pod.identity.uid, when_unconfirmed="restart")
+    confirmed = await pod.confirm("restart")
     assert confirmed.kind == "deletion"
     assert "not found" in confirmed.result.detail["pod"]
 
