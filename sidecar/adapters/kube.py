@@ -201,8 +201,6 @@ class KubeApi:
                     raise ApiError(
                         "watch endpointslices", None, f"silent for {silence} s"
                     ) from None
-                except ApiError:
-                    raise
                 except Exception as e:
                     status = getattr(e, "status", None)
                     raise ApiError(

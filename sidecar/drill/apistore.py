@@ -189,11 +189,6 @@ class Store:
         self._history.clear()
         self._compacted = self.revision
 
-    @property
-    def watcher_count(self) -> int:
-        """Open watches."""
-        return len(self._watchers)
-
     async def wait_for_watchers(self, count: int, seconds: float) -> None:
         """Return once `count` watches are open; TimeoutError after `seconds`."""
         async with asyncio.timeout(seconds):

@@ -43,8 +43,6 @@ class Cluster:
     controller_delay_seconds: float
     cp: ControlPlane = field(init=False)
     uid: str = ""
-    #: Loop time when the EndpointSlice first showed the pod not ready.
-    unready_at: float | None = None
     _session: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -74,7 +72,6 @@ class Cluster:
             endpoints = event["object"].get("endpoints") or []
             ours = [e for e in endpoints if e.get("targetRef", {}).get("uid") == self.uid]
             if any(not e["conditions"]["ready"] for e in ours):
-                self.unready_at = asyncio.get_running_loop().time()
                 on_unready()
                 return
 

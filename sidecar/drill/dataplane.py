@@ -19,17 +19,12 @@ if TYPE_CHECKING:
 
 
 class EndpointsFile:
-    """The ingress's EDS file; each write is a new version, moved into place atomically.
-
-    Made and changed inside the event loop: the history is on the loop clock.
-    """
+    """The ingress's EDS file; each write is a new version, moved into place atomically."""
 
     def __init__(self, path: Path, endpoints: list[tuple[str, int]]) -> None:
         self.path = path
         self.version = 0
         self.endpoints = list(endpoints)
-        #: (loop time, endpoints) of each write, for the drill's timeline.
-        self.history: list[tuple[float, list[tuple[str, int]]]] = []
         self._write()
 
     def _write(self) -> None:
@@ -39,7 +34,6 @@ class EndpointsFile:
         staging.write_text(json.dumps(document), encoding="utf-8")
         # Envoy reloads a path source only when a file is moved onto it.
         staging.replace(self.path)
-        self.history.append((asyncio.get_running_loop().time(), list(self.endpoints)))
 
     def remove(self, endpoint: tuple[str, int]) -> None:
         """Stop routing to one endpoint now."""
