@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sidecar.model.plan import release_groups
+
+if TYPE_CHECKING:
+    from sidecar.model.deletion import PodDeletion
+    from sidecar.settings import Settings
+
+#: The kubelet never gives a container less than this, even after a forced delete (B1).
+KUBELET_MIN_GRACE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -15,6 +25,10 @@ class Budget:
     hard_deadline: float
     #: Latest moment to answer each release group's hooks, in plan order; the last is the proxy's.
     release_by: tuple[float, ...]
+    #: The reserve each group really leaves the next one, after the caps of `plan_budget`.
+    sigterm_reserve_seconds: float = 0.0
+    #: How long before the kubelet's timer the last group is really answered.
+    answer_margin_seconds: float = 0.0
 
     def remaining(self, now: float) -> float:
         """Seconds left before the kubelet's own timer fires (never negative)."""
@@ -47,8 +61,54 @@ def plan_budget(
         hard = min(hard, deletion_deadline)
     hard = max(hard, started_at)
     usable = hard - started_at
-    last = hard - min(answer_margin_seconds, usable / 4)
+    margin = min(answer_margin_seconds, usable / 4)
+    last = hard - margin
     steps = max(group_count - 1, 0)
     step = min(sigterm_reserve_seconds, (last - started_at) / (2 * steps)) if steps else 0.0
     release_by = tuple(last - step * (steps - index) for index in range(group_count))
-    return Budget(started_at, grace_seconds, hard, release_by)
+    return Budget(started_at, grace_seconds, hard, release_by, step, margin)
+
+
+def plan_from_settings(
+    settings: Settings,
+    *,
+    started_at: float,
+    grace_seconds: float | None = None,
+    deletion_deadline: float | None = None,
+) -> Budget:
+    """The budget of this pod's release plan; the configured grace unless the API gave one."""
+    budget = settings.budget
+    return plan_budget(
+        started_at=started_at,
+        grace_seconds=budget.grace_seconds if grace_seconds is None else grace_seconds,
+        group_count=len(release_groups(settings)),
+        sigterm_reserve_seconds=budget.sigterm_reserve_seconds,
+        answer_margin_seconds=budget.answer_margin_seconds,
+        deletion_deadline=deletion_deadline,
+    )
+
+
+def replan(
+    budget: Budget,
+    settings: Settings,
+    deletion: PodDeletion | None,
+    *,
+    now: float,
+    now_epoch: float,
+) -> Budget | None:
+    """The budget once the API has told the pod's deletion grace and deadline (A3, B1).
+
+    `now` is the loop clock and `now_epoch` the wall clock at the same instant, so that the
+    deletionTimestamp (wall clock) becomes a loop-clock deadline. None when the API told
+    nothing new: no deletion seen, so the configured grace stands.
+    """
+    if deletion is None or deletion.deadline_epoch is None:
+        return None
+    given = deletion.grace_seconds
+    grace = max(KUBELET_MIN_GRACE_SECONDS, budget.grace_seconds if given is None else given)
+    return plan_from_settings(
+        settings,
+        started_at=budget.started_at,
+        grace_seconds=grace,
+        deletion_deadline=now + (deletion.deadline_epoch - now_epoch),
+    )

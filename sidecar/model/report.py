@@ -32,6 +32,14 @@ class Phase(StrEnum):
 
 
 @dataclass(frozen=True)
+class Result:
+    """What a phase returns: its outcome and the facts behind it."""
+
+    outcome: Outcome
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PhaseRecord:
     """One finished phase, on the loop clock."""
 

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sidecar.errors import ApiError
 from sidecar.model.deletion import PodDeletion, read_deletion
-from sidecar.model.report import Outcome
-from sidecar.shutdown.protocols import Result
+from sidecar.model.report import Outcome, Result
 
 if TYPE_CHECKING:
     from sidecar.shutdown.protocols import PodSource

@@ -11,14 +11,13 @@ import structlog
 
 from sidecar.model.deadline import Budget, plan_budget
 from sidecar.model.plan import inbound_ports, release_groups
-from sidecar.model.report import Outcome, Phase, PhaseRecord, Release, summarise
+from sidecar.model.report import Outcome, Phase, PhaseRecord, Release, Result, summarise
 from sidecar.model.rotation import pod_key
 from sidecar.model.traffic import policy_for
 from sidecar.shutdown.answers import HookAnswers
 from sidecar.shutdown.confirm import Confirmation, confirm
 from sidecar.shutdown.drain import drain
 from sidecar.shutdown.observe import TrafficMonitor
-from sidecar.shutdown.protocols import Result
 from sidecar.shutdown.quiesce import quiesce
 from sidecar.shutdown.release import quit_proxy, wait_exit
 from sidecar.shutdown.unroute import unroute

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sidecar.model.report import Outcome
-from sidecar.shutdown.protocols import Result
+from sidecar.model.report import Outcome, Result
 
 if TYPE_CHECKING:
     from sidecar.shutdown.observe import TrafficMonitor

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from sidecar.model.report import Outcome, PhaseRecord, Release
+    from sidecar.model.report import PhaseRecord, Release, Result
     from sidecar.model.rotation import Slice
     from sidecar.model.traffic import TrafficSample
-
-
-@dataclass(frozen=True)
-class Result:
-    """What a phase returns: its outcome and the facts behind it."""
-
-    outcome: Outcome
-    detail: dict[str, Any] = field(default_factory=dict)
 
 
 class TrafficSource(Protocol):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from sidecar.model.report import Outcome
+from sidecar.model.report import Outcome, Result
 from sidecar.model.traffic import quiet
-from sidecar.shutdown.protocols import Result
 
 if TYPE_CHECKING:
     from sidecar.shutdown.observe import TrafficMonitor

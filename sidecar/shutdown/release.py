@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from sidecar.model.report import Outcome
+from sidecar.model.report import Outcome, Result
 from sidecar.model.traffic import group_exited
-from sidecar.shutdown.protocols import Result
 
 if TYPE_CHECKING:
     from sidecar.model.plan import ReleaseGroup

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from sidecar.errors import ApiError
-from sidecar.model.report import Outcome
+from sidecar.model.report import Outcome, Result
 from sidecar.model.rotation import Rotation, Verdict, services_holding, verdict
-from sidecar.shutdown.protocols import Result
 
 if TYPE_CHECKING:
     from sidecar.model.rotation import PodKey, Slice

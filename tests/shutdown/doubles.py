@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from sidecar import settings
+from sidecar.model.report import Result
 from sidecar.model.rotation import Slice
 from sidecar.model.traffic import Connection, TcpState, TrafficSample
-from sidecar.shutdown.protocols import Result
 
 APP_PORT, PROXY_PORT = 8080, 15006
 
