@@ -1,4 +1,4 @@
-"""The control-plane stand-in pins reference/kubernetes.md point by point, over real HTTP."""
+"""The API stand-in pins kubernetes-behaviour A, D and E point by point, over real HTTP."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sidecar.drill.apistore import parse_rfc3339
 from sidecar.drill.control_plane import ControlPlane, Faults
+from sidecar.drill.control_plane.store import parse_rfc3339
 from sidecar.drill.objects import NAMESPACE, pod_object, service_object
 
 PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
@@ -20,8 +20,9 @@ SLICES = f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices"
 
 
 @pytest.fixture
-async def cp() -> AsyncIterator[ControlPlane]:
-    plane = ControlPlane(bookmark_interval_seconds=0.2)
+async def cp(request: pytest.FixtureRequest) -> AsyncIterator[ControlPlane]:
+    settings = {"bookmark_interval_seconds": 0.2, **getattr(request, "param", {})}
+    plane = ControlPlane(**settings)
     await plane.start()
     yield plane
     await plane.stop()
@@ -447,10 +448,10 @@ async def test_dropping_watches_cuts_the_connection(
         await stream.next()
 
 
+@pytest.mark.parametrize("cp", [{"history_limit": 2}], indirect=True)
 async def test_e6_a_revision_that_left_the_bounded_history_is_expired(
     http: aiohttp.ClientSession, cp: ControlPlane
 ) -> None:
-    cp.store = type(cp.store)(history_limit=2)
     first = cp.create("pods", pod_object("web-1"))
     for ready in (False, True, False):
         cp.set_ready(NAMESPACE, "web-1", ready=ready)

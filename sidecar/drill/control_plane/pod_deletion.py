@@ -1,14 +1,13 @@
-"""What a pod DELETE does to the stored pod (reference/kubernetes.md A1-A8), as a pure decision."""
+"""What a pod DELETE does to the stored pod (kubernetes-behaviour A1-A8), as a pure decision."""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from sidecar.drill.apistore import now_rfc3339, parse_rfc3339
+from sidecar.drill.control_plane.store import Object, now_rfc3339, parse_rfc3339
 
-Object = dict[str, Any]
 _TERMINAL = {"Succeeded", "Failed"}
 
 

@@ -1,6 +1,6 @@
-"""The control-plane stand-in's storage: objects, one revision counter, change history, watchers.
+"""The API stand-in's storage: objects, one revision counter, change history, watchers.
 
-Follows reference/kubernetes.md E1-E9: a list carries the revision to watch from; a watch from
+Follows kubernetes-behaviour E1-E9: a list carries the revision to watch from; a watch from
 a revision replays the changes after it, or ends with an ERROR 410 once that revision left the
 history window; each watcher sees ADDED / MODIFIED / DELETED as its own selector decides.
 """
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+#: An API object as JSON decodes it; the one definition the stand-in uses.
 Object = dict[str, Any]
 Key = tuple[str, str, str]  # resource, namespace, name
 

@@ -1,4 +1,4 @@
-"""Label and field selectors as the API server parses them (reference/kubernetes.md E9, E11)."""
+"""Label and field selectors as the API server parses them (kubernetes-behaviour E9, E11)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-Object = dict[str, Any]
+    from sidecar.drill.control_plane.store import Object
 
 
 #: Fields each resource can be selected on (E11); every resource has the metadata pair.

@@ -1,6 +1,6 @@
 """The EndpointSlice controller of the stand-in: desired slices from a Service and its pods.
 
-Follows reference/kubernetes.md D1-D8: labels and owner, one set of slices per IP family,
+Follows kubernetes-behaviour D1-D8: labels and owner, one set of slices per IP family,
 endpoint conditions from readiness and deletionTimestamp, membership, the placeholder slice,
 packing at most `max_per_slice` endpoints, existing endpoints updated in place.
 """
@@ -12,11 +12,8 @@ import ipaddress
 import secrets
 import string
 from dataclasses import dataclass
-from typing import Any
 
-from sidecar.drill.apistore import now_rfc3339
-
-Object = dict[str, Any]
+from sidecar.drill.control_plane.store import Object, now_rfc3339
 
 SERVICE_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
