@@ -40,3 +40,11 @@ class ApiError(AdapterError):
     def forbidden(self) -> bool:
         """RBAC or authentication said no: retrying cannot help."""
         return self.status in {401, 403}
+
+
+class AgentStopError(SidecarError):
+    """Stopping the agent failed at one or more stages; every failure is named."""
+
+    def __init__(self, failures: list[str]) -> None:
+        super().__init__("stopping the agent failed: " + "; ".join(failures))
+        self.failures = failures

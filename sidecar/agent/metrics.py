@@ -1,21 +1,68 @@
-"""Prometheus metrics of the agent, in a registry of its own."""
+"""Prometheus metrics of the agent, in a registry of its own, derived from the flight's status."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
+    from prometheus_client.metrics_core import Metric
+
+    from sidecar.model.flight import FlightStatus
     from sidecar.model.report import PhaseRecord, Release
 
 _PREFIX = "shutdown_coordinator"
+_CONNECTION_KINDS = ("established", "in_flight", "idle", "close_wait")
 
 
-def _reader(source: Callable[[], dict[str, int]], key: str) -> Callable[[], float]:
-    return lambda: float(source().get(key, 0))
+class _StatusCollector(Collector):
+    """Reads hooks, budget and connections from one status snapshot at scrape time.
+
+    The coordinator owns hook state; keeping copies in counters would be a second owner.
+    """
+
+    def __init__(self, status: Callable[[], FlightStatus], fallback_budget: float) -> None:
+        self._status = status
+        self._fallback_budget = fallback_budget
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status()
+        hooks = CounterMetricFamily(
+            f"{_PREFIX}_hooks",
+            "preStop hooks by container and result",
+            labels=["container", "result"],
+        )
+        for container, count in sorted(status.hooks.received.items()):
+            hooks.add_metric([container, "accepted"], count)
+        for reason, count in sorted(status.hooks.rejected.items()):
+            result = "rejected_token" if reason == "token" else reason
+            hooks.add_metric(["", result], count)
+        yield hooks
+        yield GaugeMetricFamily(
+            f"{_PREFIX}_budget_remaining_seconds",
+            "Seconds before the kubelet stops waiting",
+            value=self._budget_left(status),
+        )
+        connections = GaugeMetricFamily(
+            f"{_PREFIX}_inbound_connections",
+            "Inbound connections in the last sample",
+            labels=["kind"],
+        )
+        for kind in _CONNECTION_KINDS:
+            value = status.traffic.get(kind, 0)
+            connections.add_metric([kind], float(value) if isinstance(value, int) else 0.0)
+        yield connections
+
+    def _budget_left(self, status: FlightStatus) -> float:
+        if status.budget is None:
+            return self._fallback_budget
+        return status.budget.remaining(asyncio.get_running_loop().time())
 
 
 class Metrics:
@@ -23,12 +70,6 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.hooks = Counter(
-            f"{_PREFIX}_hooks",
-            "preStop hooks by container and result",
-            ["container", "result"],
-            registry=self.registry,
-        )
         self.phase_seconds = Gauge(
             f"{_PREFIX}_phase_duration_seconds",
             "How long each phase of the shutdown took",
@@ -47,17 +88,6 @@ class Metrics:
             ["container", "reason"],
             registry=self.registry,
         )
-        self.budget_left = Gauge(
-            f"{_PREFIX}_budget_remaining_seconds",
-            "Seconds before the kubelet stops waiting",
-            registry=self.registry,
-        )
-        self.connections = Gauge(
-            f"{_PREFIX}_inbound_connections",
-            "Inbound connections in the last sample",
-            ["kind"],
-            registry=self.registry,
-        )
         self.finished = Gauge(
             f"{_PREFIX}_shutdown_finished",
             "1 once the shutdown has finished",
@@ -65,20 +95,16 @@ class Metrics:
         )
         self._started_at: float | None = None
 
-    def watch(
-        self, budget_left: Callable[[], float], connections: Callable[[], dict[str, int]]
-    ) -> None:
-        """Read live figures at scrape time."""
-        self.budget_left.set_function(budget_left)
-        for kind in ("established", "in_flight", "idle", "close_wait"):
-            self.connections.labels(kind).set_function(_reader(connections, kind))
+    def watch(self, status: Callable[[], FlightStatus], fallback_budget_seconds: float) -> None:
+        """Read hooks, budget and connections from the flight's status at scrape time."""
+        self.registry.register(_StatusCollector(status, fallback_budget_seconds))
 
     def phase_finished(self, record: PhaseRecord) -> None:
         """Record a phase."""
         if self._started_at is None:
             self._started_at = record.started_at
-        self.phase_seconds.labels(record.phase, str(record.outcome)).set(record.duration)
-        self.phase_outcomes.labels(record.phase, str(record.outcome)).inc()
+        self.phase_seconds.labels(record.label, str(record.outcome)).set(record.duration)
+        self.phase_outcomes.labels(record.label, str(record.outcome)).inc()
 
     def container_released(self, release: Release) -> None:
         """Record a release."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -18,11 +17,13 @@ from sidecar.adapters.processes import ProcessProbe
 from sidecar.agent.events import EventPoster, FanOut
 from sidecar.agent.metrics import Metrics
 from sidecar.agent.server import build_app
-from sidecar.agent.state import HookBook
+from sidecar.errors import AgentStopError
 from sidecar.model.plan import inbound_ports
 from sidecar.shutdown.coordinator import Coordinator
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from sidecar.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -37,7 +38,6 @@ class Agent:
 
     settings: Settings
     coordinator: Coordinator
-    book: HookBook
     metrics: Metrics
     runner: web.AppRunner
     traffic: NetnsTrafficSource
@@ -70,21 +70,10 @@ async def start_agent(settings: Settings) -> Agent:
         api=kube,
         listener=FanOut(metrics, events) if events else metrics,
     )
-    book = HookBook()
-    loop = asyncio.get_running_loop()
-    metrics.watch(
-        lambda: (
-            coordinator.budget.remaining(loop.time())
-            if coordinator.budget
-            else settings.budget.grace_seconds
-        ),
-        lambda: {
-            k: int(v) for k, v in coordinator.monitor.snapshot().items() if isinstance(v, int)
-        },
-    )
+    metrics.watch(coordinator.status, settings.budget.grace_seconds)
     # Handlers still running at cleanup (held hooks) get the rest of the budget to finish.
     runner = web.AppRunner(
-        build_app(settings, coordinator, book, metrics),
+        build_app(settings, coordinator, metrics),
         handle_signals=False,
         access_log=None,
         shutdown_timeout=_FLUSH_SECONDS,
@@ -95,20 +84,39 @@ async def start_agent(settings: Settings) -> Agent:
     log.info(
         "agent_ready", port=settings.server.port, containers=[c.name for c in settings.containers]
     )
-    return Agent(settings, coordinator, book, metrics, runner, traffic, envoy, kube, events)
+    return Agent(settings, coordinator, metrics, runner, traffic, envoy, kube, events)
 
 
 async def stop_agent(agent: Agent) -> None:
-    """Close the server and adapters."""
-    await agent.runner.cleanup()
-    await agent.coordinator.close()
-    agent.traffic.close()
+    """Close the server and adapters, each stage on its own; raise naming every stage that failed.
+
+    A failing stage must not keep the later ones from closing, and must not pass silently.
+    """
+
+    async def close_traffic() -> None:
+        agent.traffic.close()
+
+    stages: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("server", agent.runner.cleanup),
+        ("coordinator", agent.coordinator.close),
+        ("traffic", close_traffic),
+    ]
     if agent.events is not None:
-        await agent.events.flush(_FLUSH_SECONDS)
+        events = agent.events
+        stages.append(("events", lambda: events.flush(_FLUSH_SECONDS)))
     if agent.kube is not None:
-        await agent.kube.close()
+        stages.append(("kubernetes", agent.kube.close))
     if agent.envoy is not None:
-        await agent.envoy.close()
+        stages.append(("envoy", agent.envoy.close))
+    failed: list[str] = []
+    for name, stage in stages:
+        try:
+            await stage()
+        except Exception as e:
+            log.exception("stop_stage_failed", stage=name)
+            failed.append(f"{name}: {type(e).__name__}: {e}")
+    if failed:
+        raise AgentStopError(failed)
 
 
 async def wait_until_safe_to_exit(agent: Agent) -> str:
@@ -117,22 +125,21 @@ async def wait_until_safe_to_exit(agent: Agent) -> str:
     An agent that exits on SIGTERM turns every held hook into "connection refused", and the
     pod into one with no hooks at all, so SIGTERM only starts this wait.
     """
-    coordinator, book = agent.coordinator, agent.book
+    coordinator = agent.coordinator
     loop = asyncio.get_running_loop()
-    if not coordinator.started:
+    if not coordinator.status().started:
         # Hooks and our SIGTERM are sent at about the same moment; give the hooks a chance.
         try:
             async with asyncio.timeout(agent.settings.server.idle_sigterm_linger_seconds):
-                await book.first_hook.wait()
+                await coordinator.wait_first_hook()
         except TimeoutError:
             return "no_hook"
-    budget = coordinator.budget
+    budget = coordinator.status().budget
     if budget is None:  # a hook was seen but refused to start a shutdown
         return "no_shutdown"
     try:
         async with asyncio.timeout_at(budget.hard_deadline + _FLUSH_SECONDS):
-            await coordinator.finished.wait()
-            await book.none_held.wait()
+            await coordinator.wait_finished()
     except TimeoutError:
         return "deadline"
     return "finished" if loop.time() <= budget.hard_deadline else "deadline"
@@ -152,8 +159,8 @@ async def run(settings: Settings) -> None:
         for waiter in pending:
             waiter.cancel()
         if sigterm.is_set():
-            agent.coordinator.own_sigterm.set()
-            log.info("sigterm_received", shutdown_started=agent.coordinator.started)
+            agent.coordinator.notice_own_sigterm()
+            log.info("sigterm_received", shutdown_started=agent.coordinator.status().started)
             exit_task = asyncio.ensure_future(wait_until_safe_to_exit(agent))
             interrupt = asyncio.ensure_future(sigint.wait())
             await asyncio.wait({exit_task, interrupt}, return_when=asyncio.FIRST_COMPLETED)
@@ -164,5 +171,4 @@ async def run(settings: Settings) -> None:
         else:
             log.info("agent_exiting", reason="interrupted")
     finally:
-        with contextlib.suppress(Exception):
-            await stop_agent(agent)
+        await stop_agent(agent)

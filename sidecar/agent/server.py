@@ -14,7 +14,7 @@ from sidecar.settings import TOKEN_HEADER
 
 if TYPE_CHECKING:
     from sidecar.agent.metrics import Metrics
-    from sidecar.agent.state import HookBook
+    from sidecar.model.flight import FlightStatus
     from sidecar.settings import Settings
     from sidecar.shutdown.coordinator import Coordinator
 
@@ -22,14 +22,11 @@ log = structlog.get_logger(__name__)
 
 
 class Hooks:
-    """Request handlers; all state lives in the coordinator and the hook book."""
+    """Request handlers; all state lives in the coordinator, read through its status snapshot."""
 
-    def __init__(
-        self, settings: Settings, coordinator: Coordinator, book: HookBook, metrics: Metrics
-    ) -> None:
+    def __init__(self, settings: Settings, coordinator: Coordinator, metrics: Metrics) -> None:
         self._settings = settings
         self._coordinator = coordinator
-        self._book = book
         self._metrics = metrics
         token = settings.server.token
         self._token = token.encode() if token else None
@@ -46,15 +43,13 @@ class Hooks:
         peer = request.remote
         # The token comes first, so that a caller without it learns nothing, not even names.
         if not self._authorised(request):
-            self._book.rejected["token"] += 1
-            self._metrics.hooks.labels("", "rejected_token").inc()
+            self._coordinator.reject_hook("token")
             log.warning(
                 "prestop_rejected", reason="bad or missing token", container=container, peer=peer
             )
             return web.json_response({"error": "forbidden: missing or wrong token"}, status=403)
-        if self._settings.container(container) is None:
-            self._book.rejected["unknown_container"] += 1
-            self._metrics.hooks.labels("", "unknown_container").inc()
+        if not self._coordinator.knows(container):
+            self._coordinator.reject_hook("unknown_container")
             known = [c.name for c in self._settings.containers]
             log.warning(
                 "prestop_rejected", reason="unknown container", container=container, known=known
@@ -62,18 +57,12 @@ class Hooks:
             return web.json_response(
                 {"error": f"unknown container {container!r}", "known": known}, status=404
             )
-        self._metrics.hooks.labels(container, "accepted").inc()
         already = self._coordinator.is_released(container)
         log.info("prestop_received", container=container, peer=peer, already_released=already)
-        self._book.hold(container)
         loop = asyncio.get_running_loop()
         received = loop.time()
-        try:
-            self._coordinator.start(container)
-            # A caller hanging up cancels only this wait, never the shutdown.
-            await self._coordinator.wait_released(container)
-        finally:
-            self._book.let_go()
+        # A caller hanging up cancels only this wait, never the shutdown.
+        await self._coordinator.hook(container)
         return web.json_response(
             {
                 "container": container,
@@ -92,27 +81,26 @@ class Hooks:
 
     async def status(self, _: web.Request) -> web.Response:
         """Phase, per-container state, timeline and budget, as JSON."""
-        return web.json_response(status_document(self._coordinator, self._book))
+        return web.json_response(status_document(self._settings, self._coordinator.status()))
 
     async def metrics(self, _: web.Request) -> web.Response:
         """Prometheus exposition."""
         return web.Response(body=self._metrics.render(), content_type="text/plain", charset="utf-8")
 
 
-def status_document(coordinator: Coordinator, book: HookBook) -> dict[str, Any]:
+def status_document(settings: Settings, status: FlightStatus) -> dict[str, Any]:
     """What /status shows; times are seconds since the first hook, plus the wall time it came."""
-    loop = asyncio.get_running_loop()
-    now = loop.time()
-    budget = coordinator.budget
-    released = {r.container: r for r in coordinator.releases}
+    now = asyncio.get_running_loop().time()
+    budget = status.budget
+    released = {r.container: r for r in status.releases}
     start = budget.started_at if budget is not None else now
     doc: dict[str, Any] = {
-        "phase": coordinator.current,
-        "kind": coordinator.kind,
+        "phase": status.stage,
+        "kind": status.kind,
         "containers": {
             c.name: {
                 "role": c.role,
-                "hooks_received": book.received[c.name],
+                "hooks_received": status.hooks.received.get(c.name, 0),
                 "state": "released" if c.name in released else "waiting",
                 **(
                     {
@@ -123,20 +111,20 @@ def status_document(coordinator: Coordinator, book: HookBook) -> dict[str, Any]:
                     else {}
                 ),
             }
-            for c in coordinator.settings.containers
+            for c in settings.containers
         },
-        "hooks": {"held": book.held, "rejected": dict(book.rejected)},
+        "hooks": {"held": status.hooks.held, "rejected": dict(status.hooks.rejected)},
         "timeline": [
             {
-                "phase": r.phase,
+                "phase": r.label,
                 "outcome": str(r.outcome),
                 "started_seconds": round(r.started_at - start, 3),
                 "duration_seconds": round(r.duration, 3),
                 "detail": r.detail,
             }
-            for r in coordinator.records
+            for r in status.records
         ],
-        "traffic": coordinator.monitor.snapshot(),
+        "traffic": dict(status.traffic),
     }
     if budget is not None:
         doc["budget"] = {
@@ -145,16 +133,14 @@ def status_document(coordinator: Coordinator, book: HookBook) -> dict[str, Any]:
             "remaining_seconds": round(budget.remaining(now), 3),
             "release_by_seconds": [round(t - start, 3) for t in budget.release_by],
         }
-    if coordinator.summary is not None:
-        doc["summary"] = coordinator.summary
+    if status.summary is not None:
+        doc["summary"] = dict(status.summary)
     return doc
 
 
-def build_app(
-    settings: Settings, coordinator: Coordinator, book: HookBook, metrics: Metrics
-) -> web.Application:
+def build_app(settings: Settings, coordinator: Coordinator, metrics: Metrics) -> web.Application:
     """The aiohttp application with every route."""
-    hooks = Hooks(settings, coordinator, book, metrics)
+    hooks = Hooks(settings, coordinator, metrics)
     app = web.Application()
     app.router.add_route("GET", "/prestop/{container}", hooks.prestop)
     app.router.add_route("POST", "/prestop/{container}", hooks.prestop)

@@ -19,16 +19,17 @@ class Outcome(StrEnum):
 
 
 class Phase(StrEnum):
-    """The phases of design.md section 1, in order."""
+    """Every phase a shutdown records, in the order they start (README "How it works")."""
 
     CONFIRM = "confirm"
     ANNOUNCE = "announce"
     UNROUTE = "unroute"
     QUIESCE = "quiesce"
     DRAIN = "drain"
-    RELEASE = "release"
-    RELEASE_PROXY = "release_proxy"
+    #: Waiting for a released group's containers to exit (per group when there are several).
+    EXIT = "exit"
     RETIRE = "retire"
+    RELEASE_PROXY = "release_proxy"
 
 
 @dataclass(frozen=True)
@@ -43,16 +44,23 @@ class Result:
 class PhaseRecord:
     """One finished phase, on the loop clock."""
 
-    phase: str
+    phase: Phase
     started_at: float
     ended_at: float
     outcome: Outcome
     detail: dict[str, Any] = field(default_factory=dict)
+    #: The release group a per-group phase waited on (an earlier group's exit), else None.
+    group: int | None = None
 
     @property
     def duration(self) -> float:
         """Seconds the phase took."""
         return self.ended_at - self.started_at
+
+    @property
+    def label(self) -> str:
+        """The phase's name in reports: `exit:0` for a per-group phase, else the phase."""
+        return str(self.phase) if self.group is None else f"{self.phase}:{self.group}"
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ def summarise(
         "duration_seconds": _seconds(ended_at - started_at),
         "budget_left_seconds": _seconds(hard_deadline - ended_at),
         "phases": {
-            r.phase: {
+            r.label: {
                 "outcome": str(r.outcome),
                 "started_seconds": _seconds(r.started_at - started_at),
                 "duration_seconds": _seconds(r.duration),

@@ -127,7 +127,7 @@ async def test_milestones_and_warnings_become_events_on_the_pod(
     cp.delete_pod(NAMESPACE, "web-1")
     async with asyncio.timeout(10):
         await asyncio.gather(hook(agent, "app"), hook(agent, "sidecar"))
-        await agent.coordinator.finished.wait()
+        await agent.coordinator.wait_finished()
     assert agent.events is not None
     await agent.events.flush(2.0)
     reasons = [e["reason"] for e in cp.events_for(NAMESPACE, "web-1")]
@@ -142,7 +142,7 @@ async def test_a_forbidden_pod_read_is_trusted_by_default_and_warned_about(
     cp.faults = Faults(status=403, path_contains="/pods/web-1")
     async with asyncio.timeout(10):
         await asyncio.gather(hook(agent, "app"), hook(agent, "sidecar"))
-        await agent.coordinator.finished.wait()
+        await agent.coordinator.wait_finished()
     assert agent.events is not None
     await agent.events.flush(2.0)
     status = await get(agent, "/status")
@@ -167,7 +167,7 @@ async def test_an_event_api_that_hangs_never_delays_a_hook(cp: ControlPlane, sta
     started = loop.time()
     async with asyncio.timeout(10):
         await asyncio.gather(hook(agent, "app"), hook(agent, "sidecar"))
-        await agent.coordinator.finished.wait()
+        await agent.coordinator.wait_finished()
     took = loop.time() - started
     assert agent.events is not None
     flush_started = loop.time()

@@ -13,7 +13,6 @@ from structlog.testing import capture_logs
 from sidecar.adapters.envoy import EnvoyAdmin
 from sidecar.agent.metrics import Metrics
 from sidecar.agent.server import build_app
-from sidecar.agent.state import HookBook
 from sidecar.drill.procs import free_port
 from sidecar.settings import TOKEN_HEADER, Settings
 from sidecar.shutdown.coordinator import Coordinator
@@ -36,7 +35,6 @@ AUTH = {TOKEN_HEADER: TOKEN}
 class Agent:
     url: str
     coordinator: Coordinator
-    book: HookBook
     session: aiohttp.ClientSession
 
     async def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -56,12 +54,12 @@ async def serve(
     coordinator = Coordinator(
         settings, traffic=traffic, processes=NoProcesses(), proxy=proxy, listener=metrics
     )
-    book = HookBook()
-    runner = web.AppRunner(build_app(settings, coordinator, book, metrics))
+    metrics.watch(coordinator.status, settings.budget.grace_seconds)
+    runner = web.AppRunner(build_app(settings, coordinator, metrics))
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    return Agent(f"http://127.0.0.1:{port}", coordinator, book, aiohttp.ClientSession()), runner
+    return Agent(f"http://127.0.0.1:{port}", coordinator, aiohttp.ClientSession()), runner
 
 
 @pytest.fixture
@@ -82,7 +80,7 @@ async def test_a_hook_without_the_token_is_refused_at_once_and_starts_nothing(ag
             status, body = await agent.get("/prestop/app", headers)
             assert status == 403
             assert "token" in body["error"]
-    assert not agent.coordinator.started
+    assert not agent.coordinator.status().started
     _, status = await agent.get("/status")
     assert status["phase"] == "idle"
     assert status["hooks"]["rejected"] == {"token": 3}
@@ -101,7 +99,7 @@ async def test_a_hook_for_an_unknown_container_gets_404_naming_the_known_ones(ag
     ]
     assert status == 404
     assert body == {"error": "unknown container 'db'", "known": ["app", "envoy"]}
-    assert not agent.coordinator.started
+    assert not agent.coordinator.status().started
 
 
 async def test_health_and_readiness_answer_while_idle(agent: Agent) -> None:
@@ -113,11 +111,11 @@ async def test_a_caller_hanging_up_does_not_stop_the_shutdown_and_a_later_hook_r
     agent: Agent,
 ) -> None:
     request = asyncio.ensure_future(agent.get("/prestop/app", AUTH))
-    await asyncio.wait_for(agent.book.first_hook.wait(), 2)
+    await asyncio.wait_for(agent.coordinator.wait_first_hook(), 2)
     request.cancel()  # the caller goes away while its hook is held
     await asyncio.gather(request, return_exceptions=True)
-    await asyncio.wait_for(agent.book.none_held.wait(), 2)
-    assert agent.coordinator.started
+    await asyncio.wait_for(agent.coordinator._pod.hooks.wait_none_held(), 2)
+    assert agent.coordinator.status().started
     await asyncio.wait_for(agent.coordinator.wait_released("app"), 4)
     loop = asyncio.get_running_loop()
     asked = loop.time()
@@ -135,7 +133,7 @@ async def test_concurrent_and_repeated_hooks_join_one_shutdown(agent: Agent) -> 
         *(agent.get(f"/prestop/{n}", AUTH) for n in ("app", "app", "envoy", "envoy"))
     )
     assert [status for status, _ in results] == [200] * 4
-    await agent.coordinator.finished.wait()
+    await agent.coordinator.wait_finished()
     _, doc = await agent.get("/status")
     assert [r["phase"] for r in doc["timeline"]].count("quiesce") == 1
     assert doc["summary"]["released"].keys() == {"app", "envoy"}
@@ -155,7 +153,7 @@ async def _shutdown(
         )
         assert [status for status, _ in results] == [200, 200]
         assert loop.time() - started < settings.budget.grace_seconds
-        await running.coordinator.finished.wait()
+        await running.coordinator.wait_finished()
         _, doc = await running.get("/status")
         return doc  # type: ignore[no-any-return]
     finally:

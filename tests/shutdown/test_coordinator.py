@@ -48,21 +48,21 @@ async def test_hooks_are_answered_in_plan_order_before_the_deadline_when_all_is_
         retire=HangingRegistry(),
     )
     answered = await _hooks(coordinator, "envoy", "app")
-    budget = coordinator.budget
+    budget = coordinator.status().budget
     assert budget is not None
     assert answered["app"] == pytest.approx(budget.release_by[0])
     assert answered["envoy"] == pytest.approx(budget.release_by[1])
     assert answered["app"] < answered["envoy"] < budget.hard_deadline
-    assert [(r.container, r.reason) for r in coordinator.releases] == [
+    assert [(r.container, r.reason) for r in coordinator.status().releases] == [
         ("app", "deadline"),
         ("envoy", "deadline"),
     ]
     await asyncio.wait_for(
-        coordinator.finished.wait(), budget.remaining(asyncio.get_running_loop().time())
+        coordinator.wait_finished(), budget.remaining(asyncio.get_running_loop().time())
     )
-    assert coordinator.summary is not None
-    assert coordinator.summary["outcome"] == "degraded"
-    outcomes = {r.phase: r.outcome for r in coordinator.records}
+    assert coordinator.status().summary is not None
+    assert coordinator.status().summary["outcome"] == "degraded"
+    outcomes = {r.phase: r.outcome for r in coordinator.status().records}
     assert outcomes["unroute"] is Outcome.TIMED_OUT
     assert outcomes["announce"] is Outcome.TIMED_OUT
     await coordinator.close()
@@ -73,11 +73,11 @@ async def test_a_sampler_that_never_answers_still_ends_before_the_deadline() -> 
         pod_settings(), traffic=HangingSampler(), processes=NoProcesses(), proxy=RecordingProxy()
     )
     answered = await _hooks(coordinator, "app", "envoy")
-    budget = coordinator.budget
+    budget = coordinator.status().budget
     assert budget is not None
     assert answered["app"] <= budget.release_by[0] + 0.001
     assert answered["envoy"] <= budget.release_by[1] + 0.001
-    await coordinator.finished.wait()
+    await coordinator.wait_finished()
     assert asyncio.get_running_loop().time() <= budget.hard_deadline
     await coordinator.close()
 
@@ -98,10 +98,10 @@ async def test_quiet_traffic_releases_the_app_on_its_turn_and_the_proxy_after_th
         assert not coordinator.is_released("envoy")
         traffic.listening.discard(8080)  # the kubelet's SIGTERM: the app exits
         await coordinator.wait_released("envoy")
-        await coordinator.finished.wait()
+        await coordinator.wait_finished()
     # Samples every 0.25 s: the last one that saw the request is at 2.25 s; 2 s of quiet follow.
     assert app_at == pytest.approx(4.25)
-    assert [(r.container, r.reason) for r in coordinator.releases] == [
+    assert [(r.container, r.reason) for r in coordinator.status().releases] == [
         ("app", "turn"),
         ("envoy", "turn"),
     ]
@@ -120,12 +120,12 @@ async def test_a_deadline_shorter_than_the_quiet_window_cuts_quiesce_but_release
         settings, traffic=ScriptedTraffic(), processes=NoProcesses(), proxy=RecordingProxy()
     )
     answered = await _hooks(coordinator, "app", "envoy")
-    budget = coordinator.budget
+    budget = coordinator.status().budget
     assert budget is not None
     assert answered["app"] <= budget.release_by[0] + 0.001
     assert answered["envoy"] <= budget.release_by[1] + 0.001 < budget.hard_deadline
-    await coordinator.finished.wait()
-    outcomes = {r.phase: r.outcome for r in coordinator.records}
+    await coordinator.wait_finished()
+    outcomes = {r.phase: r.outcome for r in coordinator.status().records}
     assert outcomes["quiesce"] is Outcome.TIMED_OUT
     await coordinator.close()
 
@@ -139,10 +139,10 @@ async def test_native_sidecar_mode_takes_our_own_sigterm_as_the_apps_exit() -> N
     coordinator.start()
     await coordinator.wait_released("app")
     # The app's port still listens (a child kept it), but the kubelet says every app exited.
-    coordinator.own_sigterm.set()
+    coordinator.notice_own_sigterm()
     await coordinator.wait_released("envoy")
-    await coordinator.finished.wait()
-    exit_record = next(r for r in coordinator.records if r.phase == "exit")
+    await coordinator.wait_finished()
+    exit_record = next(r for r in coordinator.status().records if r.phase == "exit")
     assert exit_record.detail["seen_by"] == "own_sigterm"
     await coordinator.close()
 
@@ -150,9 +150,9 @@ async def test_native_sidecar_mode_takes_our_own_sigterm_as_the_apps_exit() -> N
 async def test_starting_twice_runs_one_shutdown() -> None:
     coordinator = Coordinator(pod_settings(), traffic=ScriptedTraffic(), processes=NoProcesses())
     coordinator.start()
-    budget = coordinator.budget
+    budget = coordinator.status().budget
     coordinator.start()
-    assert coordinator.budget is budget
+    assert coordinator.status().budget is budget
     await coordinator.close()
 
 
@@ -167,7 +167,7 @@ async def test_the_pods_own_deletion_grace_replaces_the_configured_one() -> None
     loop = asyncio.get_running_loop()
     started = loop.time()
     answered = await _hooks(coordinator, "app", "envoy")
-    budget = coordinator.budget
+    budget = coordinator.status().budget
     assert budget is not None
     assert budget.grace_seconds == 10
     # deletionTimestamp has whole seconds, so the deadline may come up to a second early.

@@ -1,0 +1,267 @@
+"""One flight of the shutdown, top to bottom: confirm, then the deletion or restart sequence."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from sidecar.model.deadline import replan
+from sidecar.model.report import Outcome, Phase, Result
+from sidecar.model.rotation import pod_key
+from sidecar.shutdown.confirm import Confirmation, confirm
+from sidecar.shutdown.drain import drain
+from sidecar.shutdown.journal import Journal
+from sidecar.shutdown.quiesce import quiesce
+from sidecar.shutdown.release import quit_proxy, wait_exit
+from sidecar.shutdown.unroute import unroute
+
+if TYPE_CHECKING:
+    from sidecar.model.deadline import Budget
+    from sidecar.model.flight import FlightKind
+    from sidecar.model.plan import ReleaseGroup
+    from sidecar.model.rotation import PodKey
+    from sidecar.settings import Settings
+    from sidecar.shutdown.hooks import HookLedger
+    from sidecar.shutdown.observe import TrafficMonitor
+    from sidecar.shutdown.protocols import (
+        ClusterApi,
+        ProcessProbe,
+        ProxyAdmin,
+        RegistryPhase,
+        ShutdownListener,
+    )
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Pod:
+    """What every flight of this pod acts on and observes; built once by the coordinator."""
+
+    settings: Settings
+    groups: tuple[ReleaseGroup, ...]
+    hooks: HookLedger
+    monitor: TrafficMonitor
+    processes: ProcessProbe
+    #: Set when our own SIGTERM arrives (proof of the apps' exit in native mode).
+    own_sigterm: asyncio.Event
+    proxy: ProxyAdmin | None
+    api: ClusterApi | None
+    announce: RegistryPhase | None
+    retire: RegistryPhase | None
+
+
+class Flight:
+    """One shutdown (or one container's restart), from the first hook to the last answer."""
+
+    def __init__(self, pod: Pod, budget: Budget, listener: ShutdownListener | None) -> None:
+        self.pod = pod
+        self.budget = budget
+        self.journal = Journal(listener)
+        #: deletion or restart, once confirm has said which.
+        self.kind: FlightKind | None = None
+        self.finished = asyncio.Event()
+
+    async def run(self) -> None:
+        """The whole flight; every hook is answered by its latest time whatever happens."""
+        loop = asyncio.get_running_loop()
+        settings, budget = self.pod.settings, self.budget
+        structlog.contextvars.bind_contextvars(
+            pod=settings.pod.name, namespace=settings.pod.namespace
+        )
+        log.info(
+            "shutdown_started",
+            grace_seconds=budget.grace_seconds,
+            groups=[g.names for g in self.pod.groups],
+        )
+        self._answer_by(budget)
+        try:
+            async with asyncio.timeout_at(budget.hard_deadline) as scope:
+                # 1. confirm: the token was checked by the server; the API says what it means.
+                cap = settings.kubernetes.request_timeout_seconds + 0.5
+                confirmation = await self._confirm(min(loop.time() + cap, budget.release_by[0]))
+                budget = self._replan(confirmation)
+                scope.reschedule(budget.hard_deadline)
+                if confirmation.kind == "restart":
+                    await self._restart()
+                else:
+                    await self._shutdown(confirmation)
+        except TimeoutError:
+            log.warning("shutdown_overran", phase=str(self.journal.current))
+            overran = Result(Outcome.TIMED_OUT, {"reason": "hard deadline"})
+            self.journal.record(self.journal.current or Phase.CONFIRM, loop.time(), overran)
+        finally:
+            self.pod.hooks.cancel_timers()
+            # Never leave a hook hanging, whatever went wrong above.
+            if self.kind == "restart":
+                self.pod.hooks.release_requested("end")
+            else:
+                self._release_through(self.pod.groups[-1], "end")
+            await self.pod.monitor.stop()
+        self.journal.finish(self.budget, self.pod.hooks.releases)
+        self.finished.set()
+
+    async def _confirm(self, deadline: float) -> Confirmation:
+        started = asyncio.get_running_loop().time()
+        self.journal.current = Phase.CONFIRM
+        confirmation = await confirm(
+            self.pod.api,
+            uid=self.pod.settings.pod.uid,
+            when_unconfirmed=self.pod.settings.kubernetes.when_unconfirmed,
+            deadline=deadline,
+        )
+        self.journal.record(Phase.CONFIRM, started, confirmation.result)
+        self.kind = confirmation.kind
+        return confirmation
+
+    def _replan(self, confirmation: Confirmation) -> Budget:
+        """The pod's own deletion grace and deadline replace the configured grace (A3, B1)."""
+        now = asyncio.get_running_loop().time()
+        replanned = replan(
+            self.budget, self.pod.settings, confirmation.deletion, now=now, now_epoch=time.time()
+        )
+        if replanned is not None:
+            self.budget = replanned
+            self._answer_by(replanned)
+            log.info(
+                "budget_planned",
+                grace_seconds=replanned.grace_seconds,
+                remaining_seconds=round(replanned.remaining(now), 3),
+                source="deletionGracePeriodSeconds",
+            )
+        return self.budget
+
+    async def _restart(self) -> None:
+        """One container restarts (no deletionTimestamp): its own drain, then its release only.
+
+        No announce, no retire, no proxy release: the pod stays, and so does its registration.
+        """
+        loop = asyncio.get_running_loop()
+        hooks, budget = self.pod.hooks, self.budget
+        # Only the restarting containers are answered, at the latest when the budget ends.
+        hooks.release_at([(budget.release_by[-1], tuple(sorted(hooks.requested)))])
+        self.pod.monitor.start()
+        ports = frozenset(
+            p for c in self.pod.settings.containers if c.name in hooks.requested for p in c.ports
+        )
+        cap = self.pod.settings.phases.drain_max_seconds
+        deadline = min(loop.time() + cap, budget.release_by[0])
+        await self.journal.run(
+            Phase.DRAIN, drain(self.pod.monitor, deadline=deadline, ports=ports), deadline
+        )
+        hooks.release_requested("restart")
+
+    async def _shutdown(self, confirmation: Confirmation) -> None:
+        """Steps 2 to 9 of README "How it works", each under its cap and its group's turn."""
+        loop = asyncio.get_running_loop()
+        pod, budget, journal = self.pod, self.budget, self.journal
+        phases = pod.settings.phases
+        apps = [g for g in pod.groups if not g.is_proxy]
+        proxy_group = next((g for g in pod.groups if g.is_proxy), None)
+        last_answer = budget.release_by[-1]
+        # 2. announce runs beside unroute, quiesce and drain; it must end before release.
+        first_release = budget.release_by[0]
+        announce = asyncio.create_task(
+            journal.run(Phase.ANNOUNCE, _registry(pod.announce, first_release), first_release),
+            name="announce",
+        )
+        try:
+            pod.monitor.start()
+            # 3. unroute: the control plane takes the pod out of rotation.
+            deadline = budget.phase_deadline(loop.time(), phases.unroute_max_seconds)
+            unrouted = unroute(
+                None if confirmation.api_failed else pod.api,
+                self._pod_key(confirmation),
+                deadline=deadline,
+                fallback_delay_seconds=phases.unroute_fallback_delay_seconds,
+            )
+            await journal.run(Phase.UNROUTE, unrouted, deadline)
+            # 4. quiesce: the data plane caught up; pinned clients were told to leave.
+            deadline = budget.phase_deadline(loop.time(), phases.quiesce_max_seconds)
+            quiet = quiesce(
+                pod.monitor,
+                pod.proxy if pod.settings.envoy.drain_inbound else None,
+                deadline=deadline,
+                window_seconds=phases.quiet_window_seconds,
+                min_seconds=phases.quiesce_min_seconds,
+            )
+            await journal.run(Phase.QUIESCE, quiet, deadline)
+            # 5. drain: in-flight requests finish.
+            deadline = budget.phase_deadline(loop.time(), phases.drain_max_seconds)
+            await journal.run(Phase.DRAIN, drain(pod.monitor, deadline=deadline), deadline)
+            # 6. release apps, group by group; a later group goes once the earlier one exited.
+            for group in apps:
+                if group.index > 0:
+                    previous = pod.groups[group.index - 1]
+                    cap = phases.exit_wait_max_seconds
+                    deadline = budget.phase_deadline(loop.time(), cap, group.index)
+                    exited = self._exit(previous, deadline)
+                    await journal.run(Phase.EXIT, exited, deadline, group=previous.index)
+                self._release_through(group, "turn")
+            await announce
+        finally:
+            announce.cancel()
+        # 7. the apps exit; the proxy carries their last outbound calls until then.
+        deadline = last_answer if proxy_group is not None else budget.hard_deadline
+        if proxy_group is not None or pod.retire is not None:
+            await journal.run(Phase.EXIT, self._exit(apps[-1], deadline), deadline)
+        # 8. retire before the proxy goes: registry calls may need the mesh.
+        await journal.run(Phase.RETIRE, _registry(pod.retire, deadline), deadline)
+        # 9. release the proxy once its own in-flight requests are done, then quit it.
+        if proxy_group is not None:
+            cap = phases.proxy_drain_max_seconds
+            drain_by = budget.phase_deadline(loop.time(), cap, proxy_group.index)
+            released = self._release_proxy(proxy_group, drain_by)
+            await journal.run(Phase.RELEASE_PROXY, released, last_answer)
+
+    # -- steps of the sequence ----------------------------------------------------------------
+
+    def _pod_key(self, confirmation: Confirmation) -> PodKey:
+        identity, deletion = self.pod.settings.pod, confirmation.deletion
+        uid = identity.uid or (deletion.uid if deletion else "")
+        return pod_key(uid, [*identity.ips, *(deletion.ips if deletion else ())])
+
+    async def _exit(self, group: ReleaseGroup, deadline: float) -> Result:
+        native = self.pod.settings.server.mode == "native"
+        return await wait_exit(
+            self.pod.monitor,
+            self.pod.processes,
+            group,
+            deadline=deadline,
+            own_sigterm=self.pod.own_sigterm if native else None,
+        )
+
+    async def _release_proxy(self, group: ReleaseGroup, drain_deadline: float) -> Result:
+        drained = await drain(self.pod.monitor, deadline=drain_deadline, ports=group.ports)
+        self._release_through(group, "turn")
+        detail: dict[str, Any] = {"proxy_in_flight": drained.outcome.value}
+        proxy = self.pod.proxy
+        if proxy is None or not self.pod.settings.envoy.quit_after_release:
+            return Result(drained.outcome, detail)
+        quit_result = await quit_proxy(proxy)
+        detail.update(quit_result.detail)
+        worst = drained.outcome if drained.outcome is not Outcome.OK else quit_result.outcome
+        return Result(worst, detail)
+
+    def _release_through(self, group: ReleaseGroup, reason: str) -> None:
+        """Answer every group up to `group`, earlier groups first."""
+        for earlier in self.pod.groups[: group.index + 1]:
+            self.pod.hooks.release(earlier.names, reason)
+
+    def _answer_by(self, budget: Budget) -> None:
+        """Whatever happens, each group (and those before it) is answered at its latest time."""
+        groups = self.pod.groups
+        self.pod.hooks.release_at(
+            (when, tuple(n for g in groups[: group.index + 1] for n in g.names))
+            for group, when in zip(groups, budget.release_by, strict=True)
+        )
+
+
+async def _registry(phase: RegistryPhase | None, deadline: float) -> Result:
+    if phase is None:
+        return Result(Outcome.SKIPPED, {"reason": "no registry configured"})
+    return await phase.run(deadline)
