@@ -28,7 +28,7 @@ SLICES = f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices"
 async def watch_events(
     session: aiohttp.ClientSession, path: str, **params: str
 ) -> AsyncIterator[dict[str, Any]]:
-    """One watch, event by event (a JSON document per line, reference/kubernetes.md E2)."""
+    """One watch, event by event (a JSON document per line, kubernetes-behaviour E2)."""
     async with session.get(path, params={"watch": "1", **params}) as response:
         response.raise_for_status()
         async for line in response.content:
@@ -41,7 +41,7 @@ class Cluster:
     """One deleted pod in a Service, and the moments the control plane acted."""
 
     controller_delay_seconds: float
-    cp: ControlPlane = field(init=False)
+    cp: ControlPlane = field(init=False, default_factory=ControlPlane)
     uid: str = ""
     _session: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -51,7 +51,6 @@ class Cluster:
     ) -> Path:
         """Serve the API with the pod and other replicas in one Service; returns a kubeconfig."""
         # Creating the objects is immediate; the deletion then takes the controller a while.
-        self.cp = ControlPlane()
         await self.cp.start()
         self.cp.create("services", service_object("web"))
         pod = pod_object(POD, (pod_ip,), grace_seconds=grace_seconds)

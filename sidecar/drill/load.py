@@ -4,6 +4,10 @@ Open loop, like real clients: a request is sent when its time comes, whether or 
 ones have finished. Every request ends as a success, an HTTP error or a transport error;
 one still running when the run stops is waited for, and counted as a transport error
 (`unfinished`) if it does not end in time. Nothing is dropped from the count.
+
+Beside it, a pinned client stands for a caller that reached the pod through a ClusterIP: it
+keeps its keep-alive connection, and resolves again only when the server says
+`Connection: close` (a drain) or the connection breaks.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ import asyncio
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 
 from sidecar.drill.app import SERVED_BY
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,8 @@ class Request:
     #: The transport error's type (or `unfinished`); None when an HTTP answer came.
     error: str | None
     served_by: str | None = None
+    #: The server asked to close the connection after this answer (Envoy draining).
+    closed: bool = False
 
     @property
     def kind(self) -> Literal["ok", "http_error", "transport_error"]:
@@ -91,7 +100,7 @@ async def generate(
     """Send GET `url` at `rate_per_second` until `stop` is set; wait for the last ones."""
     loop = asyncio.get_running_loop()
     run = LoadRun(rate_per_second, loop.time())
-    pending: set[asyncio.Task[None]] = set()
+    pending: set[asyncio.Task[bool]] = set()
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -117,19 +126,45 @@ async def generate(
     return run
 
 
-async def _one(session: aiohttp.ClientSession, url: str, out: list[Request]) -> None:
+async def pinned(
+    resolve: Callable[[], str],
+    *,
+    interval_seconds: float,
+    stop: asyncio.Event,
+    timeout_seconds: float = 10.0,
+) -> LoadRun:
+    """GET the URL `resolve` gives every `interval_seconds` on one connection, until `stop`."""
+    loop = asyncio.get_running_loop()
+    run = LoadRun(1 / interval_seconds, loop.time())
+    connector = aiohttp.TCPConnector(limit=1)
+    timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        url = resolve()
+        while not stop.is_set():
+            if await _one(session, url, run.requests):
+                url = resolve()  # a new connection, wherever the address leads now
+            try:
+                await asyncio.wait_for(stop.wait(), interval_seconds)
+            except TimeoutError:
+                continue
+    run.stopped_at = loop.time()
+    return run
+
+
+async def _one(session: aiohttp.ClientSession, url: str, out: list[Request]) -> bool:
+    """Send one request and record it; True when its connection is done (closed or broken)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
         async with session.get(url) as response:
             await response.read()
-            out.append(
-                Request(
-                    started, loop.time(), response.status, None, response.headers.get(SERVED_BY)
-                )
-            )
+            closed = response.headers.get("Connection", "").lower() == "close"
+            served_by = response.headers.get(SERVED_BY)
+            out.append(Request(started, loop.time(), response.status, None, served_by, closed))
+            return closed
     except asyncio.CancelledError:
         out.append(Request(started, loop.time(), None, "unfinished"))
         raise
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
         out.append(Request(started, loop.time(), None, type(e).__name__))
+        return True

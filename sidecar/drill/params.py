@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NoReturn
+
+from sidecar.errors import ConfigError
 
 if TYPE_CHECKING:
     import argparse
@@ -31,6 +33,13 @@ class DrillParams:
     sleep_seconds: float = 15.0
     #: The proxy (and the agent) run as native sidecars: SIGTERM after the app exited (C1-C3).
     native: bool = False
+    #: How long the EndpointSlice controller takes to mark the deleted pod not ready (D10).
+    controller_delay_seconds: float = 0.0
+    #: The agent's quiet window: no inbound data for this long before the app's release.
+    quiet_window_seconds: float = 1.0
+    #: A client pinned on one keep-alive connection to the deleted pod sends this often, as a
+    #: caller through a ClusterIP does; it moves only when told `Connection: close` (0: none).
+    pinned_interval_seconds: float = 0.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,29 +78,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
-    """Validated parameters; ValueError names what is wrong."""
+    """Validated parameters; ConfigError names the flag, the value and what was expected."""
     recipes = [r.strip() for r in args.scenarios.split(",") if r.strip()]
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown or not recipes:
-        raise ValueError(
-            f"--scenarios: expected some of {', '.join(RECIPES)}, got {args.scenarios!r}"
-        )
+        _refuse("--scenarios", args.scenarios, f"a comma-separated list of {', '.join(RECIPES)}")
     if args.replicas < 2:
-        raise ValueError(
-            f"--replicas: expected at least 2 (traffic needs somewhere to go), got {args.replicas}"
-        )
-    if min(args.lead_seconds, args.tail_seconds, args.duration) < 0:
-        raise ValueError("--lead-seconds, --tail-seconds, --duration: expected 0 or more seconds")
+        _refuse("--replicas", args.replicas, "at least 2 (traffic needs somewhere to go)")
+    for flag, value in (
+        ("--lead-seconds", args.lead_seconds),
+        ("--tail-seconds", args.tail_seconds),
+        ("--duration", args.duration),
+        ("--propagation-delay", args.propagation_delay),
+        ("--sleep-seconds", args.sleep_seconds),
+    ):
+        if value < 0:
+            _refuse(flag, value, "0 or more seconds")
     if args.rate <= 0:
-        raise ValueError(f"--rate: expected a positive number of requests/s, got {args.rate}")
+        _refuse("--rate", args.rate, "a positive number of requests/s")
+    if args.grace < 1:
+        _refuse("--grace", args.grace, "at least 1 second (B1)")
+    low, high = args.latency_ms
+    if not 0 <= low <= high:
+        _refuse("--latency-ms", f"{low} {high}", "LOW HIGH with 0 <= LOW <= HIGH")
     if args.sleep_seconds > args.grace:
-        raise ValueError("--sleep-seconds: a preStop sleep must not exceed the grace (B17)")
+        _refuse("--sleep-seconds", args.sleep_seconds, f"at most the grace, {args.grace} s (B17)")
     params = DrillParams(
         rate_per_second=args.rate,
         lead_seconds=args.lead_seconds,
         tail_seconds=args.tail_seconds,
         duration_seconds=args.duration,
-        latency_ms=tuple(args.latency_ms),
+        latency_ms=(low, high),
         propagation_delay_seconds=args.propagation_delay,
         grace_seconds=args.grace,
         replicas=args.replicas,
@@ -99,3 +116,7 @@ def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
         native=args.native,
     )
     return params, [r for r in RECIPES if r in recipes]
+
+
+def _refuse(flag: str, value: object, expected: str) -> NoReturn:
+    raise ConfigError(f"{flag}: expected {expected}, got {value!r}")

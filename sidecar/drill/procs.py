@@ -1,4 +1,7 @@
-"""Start and stop the drill's real processes (app, Envoy, agent) and wait for them to serve."""
+"""Start and stop the drill's real processes (app, Envoy, agent) and wait for them to serve.
+
+The one place that spawns each of them; the recipes and the tests start them from here.
+"""
 
 from __future__ import annotations
 
@@ -167,3 +170,14 @@ async def start_ingress(
     await wait_for_port("127.0.0.1", listen_port)
     await wait_for_port("127.0.0.1", admin_port)
     return proc
+
+
+async def start_agent(
+    workdir: Path, settings_path: Path, token: str, *, host: str, port: int
+) -> Proc:
+    """The agent as its own process, logging JSON lines, serving its hooks once this returns."""
+    env = {"SHUTDOWN_COORDINATOR_TOKEN": token, "PATH": "/usr/bin:/bin"}
+    argv = [sys.executable, "-m", "sidecar", "agent", "-c", str(settings_path)]
+    agent = await spawn("agent", [*argv, "--log-format", "json"], workdir, env)
+    await wait_for_port(host, port)
+    return agent

@@ -3,13 +3,14 @@
 Topology, all real processes: load generator -> ingress Envoy (endpoints from a file the data
 plane rewrites after the propagation delay) -> each pod's Envoy sidecar -> its app; the
 deleted pod also runs the agent in `coordinated`. Pods have their own loopback IPs. The
-control-plane stand-in plays the API server, the kubelet simulator plays the node.
+API stand-in plays the API server, the kubelet simulator plays the node. Optionally a pinned
+client sends straight to the deleted pod's Envoy on one keep-alive connection, as a caller
+through a ClusterIP does, and moves only once told `Connection: close`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import secrets
 import sys
@@ -22,9 +23,8 @@ import yaml
 from sidecar.drill.cluster import Cluster
 from sidecar.drill.dataplane import EndpointsFile
 from sidecar.drill.kubelet import Container, Hook, Killed, Kubelet
-from sidecar.drill.load import LoadRun, generate
-from sidecar.drill.procs import Proc, free_port, start_app, start_envoy, start_ingress
-from sidecar.drill.scenario import start_agent
+from sidecar.drill.load import LoadRun, generate, pinned
+from sidecar.drill.procs import Proc, free_port, start_agent, start_app, start_envoy, start_ingress
 from sidecar.settings import TOKEN_HEADER
 
 if TYPE_CHECKING:
@@ -74,7 +74,17 @@ class ScenarioResult:
     unready_at: float | None = None
     moved_at: float | None = None
     pod_gone_at: float | None = None
-    agent_summary: dict[str, Any] | None = None
+    #: The pinned client's requests, when the drill ran one.
+    pinned: LoadRun | None = None
+    #: (type, reason) of the Kubernetes Events posted on the deleted pod, in order.
+    events: list[tuple[str, str]] = field(default_factory=list)
+    #: The agent's JSON log lines (`coordinated` only).
+    agent_log: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def agent_summary(self) -> dict[str, Any] | None:
+        """The agent's `shutdown_finished` line, if it wrote one."""
+        return next((line for line in self.agent_log if line["event"] == "shutdown_finished"), None)
 
     def row(self, grace_seconds: float) -> dict[str, Any]:
         """The scenario in the table's terms (seconds from the DELETE)."""
@@ -112,7 +122,10 @@ async def _start_pod(workdir: Path, index: int, params: DrillParams) -> Pod:
     return Pod(name, ip, app, envoy, app_port, envoy_port, admin_port)
 
 
-def _agent_settings(pod: Pod, port: int, kubeconfig: Path, uid: str, params: DrillParams) -> Any:
+def agent_settings(
+    pod: Pod, port: int, kubeconfig: Path, uid: str, params: DrillParams
+) -> dict[str, Any]:
+    """The agent's settings file for the deleted pod."""
     return {
         "containers": [
             {"name": "app", "ports": [pod.app_port]},
@@ -120,7 +133,10 @@ def _agent_settings(pod: Pod, port: int, kubeconfig: Path, uid: str, params: Dri
         ],
         "server": {"port": port, "host": pod.ip, "mode": "native" if params.native else "classic"},
         "budget": {"grace_seconds": params.grace_seconds},
-        "phases": {"quiet_window_seconds": 1.0, "quiesce_min_seconds": 0.5},
+        "phases": {
+            "quiet_window_seconds": params.quiet_window_seconds,
+            "quiesce_min_seconds": 0.5,
+        },
         "traffic": {"sample_interval_seconds": 0.1},
         "envoy": {"admin_url": f"http://127.0.0.1:{pod.admin_port}"},
         "pod": {"name": pod.name, "namespace": "shop", "uid": uid, "ips": [pod.ip]},
@@ -141,9 +157,9 @@ async def _containers(
     elif recipe == "coordinated":
         token, port = secrets.token_hex(16), free_port(pod.ip)
         settings_path = workdir / pod.name / "agent.yaml"
-        settings = _agent_settings(pod, port, kubeconfig, cluster.uid, params)
+        settings = agent_settings(pod, port, kubeconfig, cluster.uid, params)
         settings_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
-        agent = await start_agent(workdir / pod.name, settings_path, token, port, host=pod.ip)
+        agent = await start_agent(workdir / pod.name, settings_path, token, host=pod.ip, port=port)
         base, header = f"http://{pod.ip}:{port}/prestop", ((TOKEN_HEADER, token),)
         hooks = {name: Hook("http", f"{base}/{name}", header) for name in hooks}
     # Native sidecars in declaration order: the agent first, so it stops after the proxy (C3).
@@ -159,7 +175,7 @@ async def run_scenario(workdir: Path, recipe: Recipe, params: DrillParams) -> Sc
     loop = asyncio.get_running_loop()
     pods: list[Pod] = []
     procs: list[Proc] = []
-    cluster = Cluster(controller_delay_seconds=0.0)
+    cluster = Cluster(controller_delay_seconds=params.controller_delay_seconds)
     stop = asyncio.Event()
     try:
         pods = [await _start_pod(workdir, i, params) for i in range(params.replicas)]
@@ -193,6 +209,7 @@ async def run_scenario(workdir: Path, recipe: Recipe, params: DrillParams) -> Sc
             )
         )
         await _ready(f"http://127.0.0.1:{listen}/")
+        pinned_client = _pin(result, deleted, pods[1], params, stop)
         await asyncio.sleep(params.lead_seconds)  # the load's steady state, part of the picture
         cluster.follow_slices(unready)
         result.t0 = loop.time()
@@ -207,19 +224,37 @@ async def run_scenario(workdir: Path, recipe: Recipe, params: DrillParams) -> Sc
         await asyncio.sleep(max(0.0, ends_at - loop.time()))
         stop.set()
         result.load = await load
+        if pinned_client is not None:
+            result.pinned = await pinned_client
+        result.events = cluster.events()
         agent = next((c.proc for c in containers if c.name == "agent"), None)
         if agent is not None:
-            result.agent_summary = next(
-                (line for line in agent.json_lines() if line.get("event") == "shutdown_finished"),
-                None,
-            )
+            result.agent_log = [line for line in agent.json_lines() if "event" in line]
         return result
     finally:
         stop.set()
         for proc in procs:
             await proc.stop()
-        with contextlib.suppress(Exception):
-            await cluster.stop()
+        await cluster.stop()
+
+
+def _pin(
+    result: ScenarioResult, deleted: Pod, other: Pod, params: DrillParams, stop: asyncio.Event
+) -> asyncio.Task[LoadRun] | None:
+    """Start the pinned client on the deleted pod, if the drill runs one."""
+    if params.pinned_interval_seconds <= 0:
+        return None
+    loop = asyncio.get_running_loop()
+
+    def resolve() -> str:
+        # Where a new connection to the Service's address lands: the deleted pod until the
+        # data plane has applied its removal, then another replica.
+        moved = result.moved_at is not None and loop.time() >= result.moved_at
+        pod = other if moved else deleted
+        return f"http://{pod.ip}:{pod.envoy_port}/"
+
+    every = params.pinned_interval_seconds
+    return asyncio.create_task(pinned(resolve, interval_seconds=every, stop=stop), name="pinned")
 
 
 async def _ready(url: str) -> None:
