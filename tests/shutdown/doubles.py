@@ -189,7 +189,7 @@ class RecordingProxy:
     def _called(self, name: str) -> None:
         self.calls.append(name)
         if name in self.failing:
-            raise AdapterError(f"envoy admin {name}: connection refused")
+            raise AdapterError(f"{name}: connection refused")
 
     async def drain_inbound(self) -> None:
         self._called("drain_inbound")

@@ -113,7 +113,7 @@ async def test_a_failing_proxy_drain_is_reported_degraded_and_the_wait_goes_on()
         )
     assert loop.time() == pytest.approx(started + MINIMUM)
     assert result.outcome is Outcome.DEGRADED
-    assert result.detail["proxy_drain"] == "failed: envoy admin drain_inbound: connection refused"
+    assert result.detail["proxy_drain"] == "failed: drain_inbound: connection refused"
     assert proxy.calls == ["drain_inbound"]
 
 
