@@ -39,7 +39,7 @@ class EventPoster:
         detail = ", ".join(f"{k}={v}" for k, v in record.detail.items() if k != "services")
         if record.outcome in _WARNING_REASONS:
             reason = _WARNING_REASONS[record.outcome]
-            self._post(reason, f"{record.phase}: {record.outcome} ({detail})", warning=True)
+            self._post(reason, f"{record.label}: {record.outcome} ({detail})", warning=True)
         elif record.phase == Phase.UNROUTE and record.outcome is Outcome.OK:
             self._post("OutOfRotation", f"out of rotation after {record.duration:.1f} s ({detail})")
 

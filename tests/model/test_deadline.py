@@ -1,8 +1,18 @@
+"""The budget: release times in plan order before the kubelet's timer; the replan from the API."""
+
 from __future__ import annotations
 
 import pytest
 
-from sidecar.model.deadline import Budget, plan_budget
+from sidecar.model.deadline import (
+    KUBELET_MIN_GRACE_SECONDS,
+    Budget,
+    plan_budget,
+    plan_from_settings,
+    replan,
+)
+from sidecar.model.deletion import PodDeletion
+from sidecar.settings import Settings, from_mapping
 
 
 def _budget(
@@ -77,3 +87,71 @@ def test_remaining_is_never_negative() -> None:
     budget = _budget(10, 1)
     assert budget.remaining(105.0) == 5.0
     assert budget.remaining(500.0) == 0.0
+
+
+def test_the_budget_states_the_reserve_and_margin_it_really_uses() -> None:
+    asked = _budget(30, 2, reserve=30.0, margin=20.0)
+    # The margin is at most a quarter of the grace, the reserves at most half of the rest.
+    assert asked.answer_margin_seconds == pytest.approx(7.5)
+    assert asked.sigterm_reserve_seconds == pytest.approx(11.25)
+    assert asked.release_by == pytest.approx((111.25, 122.5))
+    kept = _budget(30, 2)
+    assert (kept.sigterm_reserve_seconds, kept.answer_margin_seconds) == (5.0, 1.0)
+
+
+def _settings(**budget: object) -> Settings:
+    budget_data: dict[str, object] = {"grace_seconds": 30.0, **budget}
+    data = {
+        "containers": [{"name": "app"}, {"name": "envoy", "role": "proxy"}],
+        "server": {"allow_unauthenticated": True},
+        "budget": budget_data,
+    }
+    return from_mapping(data, {})
+
+
+def test_plan_from_settings_uses_the_configured_grace_unless_the_api_gave_one() -> None:
+    settings = _settings(sigterm_reserve_seconds=4)
+    planned = plan_from_settings(settings, started_at=10.0)
+    assert planned.hard_deadline == 40.0
+    assert planned.release_by == pytest.approx((35.0, 39.0))
+    assert plan_from_settings(settings, started_at=10.0, grace_seconds=12).hard_deadline == 22.0
+
+
+@pytest.mark.parametrize(
+    ("deletion", "expected_hard_deadline"),
+    [
+        # No deletionTimestamp: a restart, or the API said nothing; the configured grace stands.
+        (None, None),
+        (PodDeletion("u", None, None), None),
+        # deletionGracePeriodSeconds 60 with its deadline 60 s from now: the pod's grace wins.
+        (PodDeletion("u", 1060.0, 60.0), 160.0),
+        # A shorter grace than configured moves the deadline up.
+        (PodDeletion("u", 1010.0, 10.0), 110.0),
+        # A forced delete (grace 0) still gets the kubelet's 1 s floor, but never past the stamp.
+        (PodDeletion("u", 1000.0, 0.0), 100.0),
+        # No grace in the answer: the configured grace, bounded by the stamp.
+        (PodDeletion("u", 1020.0, None), 120.0),
+    ],
+)
+def test_replan_takes_the_pods_grace_and_deadline_from_the_api(
+    deletion: PodDeletion | None, expected_hard_deadline: float | None
+) -> None:
+    settings = _settings()
+    budget = plan_from_settings(settings, started_at=100.0)
+    replanned = replan(budget, settings, deletion, now=100.0, now_epoch=1000.0)
+    if expected_hard_deadline is None:
+        assert replanned is None
+        return
+    assert replanned is not None
+    assert replanned.started_at == 100.0
+    assert replanned.hard_deadline == pytest.approx(expected_hard_deadline)
+    assert replanned.release_by[-1] < replanned.hard_deadline or replanned.hard_deadline == 100.0
+
+
+def test_a_forced_delete_is_raised_to_the_kubelets_one_second_floor() -> None:
+    settings = _settings()
+    budget = plan_from_settings(settings, started_at=100.0)
+    replanned = replan(budget, settings, PodDeletion("u", 1005.0, 0.0), now=100.0, now_epoch=1000.0)
+    assert replanned is not None
+    assert replanned.grace_seconds == KUBELET_MIN_GRACE_SECONDS
+    assert replanned.hard_deadline == pytest.approx(101.0)

@@ -60,9 +60,10 @@ async def test_hooks_are_answered_in_plan_order_before_the_deadline_when_all_is_
     await asyncio.wait_for(
         coordinator.wait_finished(), budget.remaining(asyncio.get_running_loop().time())
     )
-    assert coordinator.status().summary is not None
-    assert coordinator.status().summary["outcome"] == "degraded"
-    outcomes = {r.phase: r.outcome for r in coordinator.status().records}
+    summary = coordinator.status().summary
+    assert summary is not None
+    assert summary["outcome"] == "degraded"
+    outcomes = {r.label: r.outcome for r in coordinator.status().records}
     assert outcomes["unroute"] is Outcome.TIMED_OUT
     assert outcomes["announce"] is Outcome.TIMED_OUT
     await coordinator.close()
@@ -125,7 +126,7 @@ async def test_a_deadline_shorter_than_the_quiet_window_cuts_quiesce_but_release
     assert answered["app"] <= budget.release_by[0] + 0.001
     assert answered["envoy"] <= budget.release_by[1] + 0.001 < budget.hard_deadline
     await coordinator.wait_finished()
-    outcomes = {r.phase: r.outcome for r in coordinator.status().records}
+    outcomes = {r.label: r.outcome for r in coordinator.status().records}
     assert outcomes["quiesce"] is Outcome.TIMED_OUT
     await coordinator.close()
 
