@@ -1,7 +1,7 @@
 """The drill's data plane: the ingress Envoy's endpoints, rewritten after a propagation delay.
 
 Real data planes (kube-proxy, ingress controllers, meshes) apply an EndpointSlice change some
-time after the control plane made it (reference/kubernetes.md D13). Here the ingress reads
+time after the control plane made it (kubernetes-behaviour D13). Here the ingress reads
 its endpoints from a file, and a change reaches that file `propagation_delay_seconds` after
 the slice said so.
 """

@@ -1,6 +1,6 @@
 """The kubelet's part of a pod deletion, for the drill: preStop hooks, SIGTERM, SIGKILL.
 
-Follows reference/kubernetes.md B1-B19 and C1-C8: every running container is killed in
+Follows kubernetes-behaviour B1-B19 and C1-C8: every running container is killed in
 parallel; each runs its own hook for at most the grace, minus whole seconds elapsed; an
 httpGet hook is a GET from the node to the pod IP whose status code is ignored and which is
 never cancelled; SIGTERM follows with at least 2 s before SIGKILL; native sidecars wait for

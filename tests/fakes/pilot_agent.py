@@ -1,4 +1,4 @@
-"""Istio pilot-agent's status server, the part the coordinator calls (reference §7).
+"""Istio pilot-agent's status server, the part the coordinator calls (envoy-behaviour EV8).
 
 `POST /quitquitquit` answers 200 and makes the agent exit; other methods get 405; callers not
 on localhost get 403 (pilot/cmd/pilot-agent/status/server.go handleQuit).

@@ -1,0 +1,66 @@
+"""The drill's flags: a bad value is a ConfigError naming the flag, the value, the expectation."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from sidecar.drill.params import DrillParams, add_arguments, params_from
+from sidecar.errors import ConfigError
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--scenarios", "yolo"], "--scenarios: expected a comma-separated list of no-hook, "),
+        (
+            ["--replicas", "1"],
+            "--replicas: expected at least 2 (traffic needs somewhere to go), got 1",
+        ),
+        (["--rate", "0"], "--rate: expected a positive number of requests/s, got 0.0"),
+        (
+            ["--sleep-seconds", "40", "--grace", "30"],
+            "--sleep-seconds: expected at most the grace, 30 s (B17), got 40.0",
+        ),
+        (["--duration", "-1"], "--duration: expected 0 or more seconds, got -1.0"),
+        (
+            ["--propagation-delay", "-2"],
+            "--propagation-delay: expected 0 or more seconds, got -2.0",
+        ),
+        (
+            ["--grace", "0", "--sleep-seconds", "0"],
+            "--grace: expected at least 1 second (B1), got 0",
+        ),
+        (
+            ["--latency-ms", "300", "20"],
+            "--latency-ms: expected LOW HIGH with 0 <= LOW <= HIGH, got '300 20'",
+        ),
+    ],
+)
+def test_a_bad_flag_value_is_a_config_error_naming_the_flag_the_value_and_the_expectation(
+    argv: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        params_from(parse(argv))
+    assert str(raised.value).startswith(message)
+
+
+def test_the_scenarios_error_quotes_what_was_given() -> None:
+    with pytest.raises(ConfigError) as raised:
+        params_from(parse(["--scenarios", "no-hook,yolo"]))
+    assert str(raised.value).endswith("got 'no-hook,yolo'")
+
+
+def test_good_flags_become_params_and_recipes_in_the_drill_order() -> None:
+    params, recipes = params_from(
+        parse(["--scenarios", "coordinated,no-hook", "--rate", "50", "--latency-ms", "10", "20"])
+    )
+    assert recipes == ["no-hook", "coordinated"]
+    assert params == DrillParams(rate_per_second=50, latency_ms=(10, 20))
