@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 
 from sidecar import __version__, logs, settings
 from sidecar.errors import ConfigError
-from sidecar.model.deadline import plan_budget
+from sidecar.model.deadline import plan_from_settings
 from sidecar.model.plan import release_groups
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from sidecar.model.deadline import Budget
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -48,13 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _plan_document(loaded: settings.Settings) -> dict[str, object]:
     groups = release_groups(loaded)
-    budget = plan_budget(
-        started_at=0.0,
-        grace_seconds=loaded.budget.grace_seconds,
-        group_count=len(groups),
-        sigterm_reserve_seconds=loaded.budget.sigterm_reserve_seconds,
-        answer_margin_seconds=loaded.budget.answer_margin_seconds,
-    )
+    budget = plan_from_settings(loaded, started_at=0.0)
     document = asdict(loaded)
     document["server"]["token"] = "***" if loaded.server.token else None
     document["traffic"]["ignore_peers"] = [str(n) for n in loaded.traffic.ignore_peers]
@@ -62,7 +58,27 @@ def _plan_document(loaded: settings.Settings) -> dict[str, object]:
         {"release": list(g.names), "latest_seconds_after_first_hook": round(t, 3)}
         for g, t in zip(groups, budget.release_by, strict=True)
     ]
+    document["effective"] = _effective(loaded.budget, budget)
     return document
+
+
+def _effective(configured: settings.BudgetSettings, budget: Budget) -> dict[str, object]:
+    """The reserve and margin the plan really uses, and which configured values it capped."""
+    used = {
+        "sigterm_reserve_seconds": round(budget.sigterm_reserve_seconds, 3),
+        "answer_margin_seconds": round(budget.answer_margin_seconds, 3),
+    }
+    why = {
+        "sigterm_reserve_seconds": "the reserves together take at most half of the time "
+        "before the last answer",
+        "answer_margin_seconds": "the margin is at most a quarter of the grace",
+    }
+    capped = [
+        f"budget.{name}: {getattr(configured, name):g} configured, {value:g} used ({why[name]})"
+        for name, value in used.items()
+        if value < getattr(configured, name)
+    ]
+    return {"budget": used, "capped": capped}
 
 
 def _drill(args: argparse.Namespace) -> int:
@@ -71,7 +87,7 @@ def _drill(args: argparse.Namespace) -> int:
     logs.configure(json=False)
     try:
         print(run(args))
-    except ValueError as e:
+    except ConfigError as e:  # a bad parameter; anything else is a failure with its traceback
         print(f"shutdown-coordinator drill: {e}", file=sys.stderr)
         return EXIT_CONFIG
     return EXIT_OK
@@ -85,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         loaded = settings.load(args.config)
     except ConfigError as e:
-        print(f"shutdown-coordinator: invalid settings: {e}", file=sys.stderr)
+        errors = str(e).splitlines()
+        shown = f" {errors[0]}" if len(errors) == 1 else "".join(f"\n  {e}" for e in errors)
+        print(f"shutdown-coordinator: invalid settings:{shown}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check":
         print(json.dumps(_plan_document(loaded), indent=2, default=str))

@@ -1,3 +1,5 @@
+"""The command line: what `check` prints, and the exit code and message of each kind of failure."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,24 +11,102 @@ from pathlib import Path
 import pytest
 
 from sidecar.cli import EXIT_CONFIG, EXIT_OK, main
+from sidecar.drill import main as drill_main
 from sidecar.drill.procs import free_port, spawn, wait_for_port
+from sidecar.errors import ConfigError
+
+TWO_GROUPS = (
+    "containers: [{name: app, ports: [8080]}, {name: envoy, role: proxy, ports: [15006]}]\n"
+    "server: {token: '0123456789abcdef0123'}\n"
+)
 
 
 def test_check_prints_the_effective_plan_without_the_token(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "s.yaml"
-    path.write_text(
-        "containers: [{name: app, ports: [8080]}, {name: envoy, role: proxy, ports: [15006]}]\n"
-        "server: {token: '0123456789abcdef0123'}\n"
-    )
+    path.write_text(TWO_GROUPS)
     assert main(["check", "-c", str(path)]) == EXIT_OK
-    document = json.loads(capsys.readouterr().out)
+    output = capsys.readouterr().out
+    assert "0123456789abcdef0123" not in output
+    document = json.loads(output)
     assert document["server"]["token"] == "***"
     assert document["plan"] == [
         {"release": ["app"], "latest_seconds_after_first_hook": 24.0},
         {"release": ["envoy"], "latest_seconds_after_first_hook": 29.0},
     ]
+    assert document["effective"] == {
+        "budget": {"sigterm_reserve_seconds": 5.0, "answer_margin_seconds": 1.0},
+        "capped": [],
+    }
+
+
+def test_check_prints_the_capped_values_the_plan_really_uses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        TWO_GROUPS + "budget: {grace_seconds: 30, sigterm_reserve_seconds: 30, "
+        "answer_margin_seconds: 20}\n"
+    )
+    assert main(["check", "-c", str(path)]) == EXIT_OK
+    document = json.loads(capsys.readouterr().out)
+    # The margin is at most a quarter of 30 s; the one reserve at most half of the 22.5 s left.
+    assert document["effective"] == {
+        "budget": {"sigterm_reserve_seconds": 11.25, "answer_margin_seconds": 7.5},
+        "capped": [
+            (
+                "budget.sigterm_reserve_seconds: 30 configured, 11.25 used "
+                "(the reserves together take at most half of the time before the last answer)"
+            ),
+            (
+                "budget.answer_margin_seconds: 20 configured, 7.5 used "
+                "(the margin is at most a quarter of the grace)"
+            ),
+        ],
+    }
+    assert document["budget"]["sigterm_reserve_seconds"] == 30.0
+    assert document["plan"][0]["latest_seconds_after_first_hook"] == 11.25
+
+
+def test_without_a_settings_file_check_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SHUTDOWN_COORDINATOR_CONFIG", raising=False)
+    assert main(["check"]) == EXIT_CONFIG
+    assert "invalid settings: no settings file given: pass -c FILE" in capsys.readouterr().err
+
+
+def test_every_invalid_setting_is_printed_on_its_own_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("containers: [{name: App}]\nserver: {port: 15001, allow_unauthenticated: 1}\n")
+    assert main(["check", "-c", str(path)]) == EXIT_CONFIG
+    assert capsys.readouterr().err.splitlines() == [
+        "shutdown-coordinator: invalid settings:",
+        "  containers[0].name: expected a container name (DNS label), got 'App'",
+        "  server.port: expected a port outside Istio's 15000-15099, got 15001",
+        "  server.allow_unauthenticated: expected true or false, got 1",
+    ]
+
+
+def test_a_bad_drill_parameter_exits_2_but_a_bug_is_a_failure(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refuse(args: object) -> str:
+        raise ConfigError("--rate: expected a positive number of requests per second, got -1")
+
+    monkeypatch.setattr(drill_main, "run", refuse)
+    assert main(["drill"]) == EXIT_CONFIG
+    assert "drill: --rate: expected a positive number" in capsys.readouterr().err
+
+    def bug(args: object) -> str:
+        raise ValueError("a bug, not a bad parameter")
+
+    monkeypatch.setattr(drill_main, "run", bug)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["drill"])
 
 
 def test_invalid_settings_exit_2_with_a_message_naming_the_key(

@@ -1,0 +1,204 @@
+"""The generic reader: types, defaults, choices and rules come from the dataclasses themselves."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import types
+import typing
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from sidecar.settings.constraints import FromEnv, Rule, show
+from sidecar.settings.schema import Secret
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+#: A key the file does not set (YAML's null counts as unset, as an empty value would).
+MISSING: Any = object()
+#: A value that failed; its error is already recorded.
+INVALID: Any = object()
+
+_NETWORKS = (ipaddress.IPv4Network, ipaddress.IPv6Network)
+_NAMES: dict[Any, str] = {float: "a number", int: "an integer", str: "a string", Secret: "a string"}
+
+
+def join(key: str, name: str) -> str:
+    """The full dotted key of `name` inside `key`."""
+    return f"{key}.{name}" if key else name
+
+
+class Reader:
+    """Reads parsed YAML into a dataclass, collecting every error as `key: message`."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.errors: dict[str, str] = {}
+        #: Fields whose value failed, from the file or the environment.
+        self.failed: set[str] = set()
+
+    def error(self, key: str, message: str) -> Any:
+        """Record one error (the first per key) and return INVALID."""
+        self.errors.setdefault(key, f"{key}: {message}")
+        return INVALID
+
+    def expected(self, key: str, what: str, value: object) -> Any:
+        """Record `key: expected <what>, got <value>`."""
+        return self.error(key, f"expected {what}, got {show(value)}")
+
+    def read(self, hint: Any, value: Any, key: str) -> Any:
+        """`value` as `hint` says, or INVALID; `key` names it in errors."""
+        origin = get_origin(hint)
+        if origin is typing.Annotated:
+            return self._annotated(hint, value, key)
+        if dataclasses.is_dataclass(hint):
+            return self._dataclass(typing.cast("type[Any]", hint), value, key)
+        read_as = {
+            Literal: self._literal,
+            types.UnionType: self._union,
+            Union: self._union,
+            tuple: self._tuple,
+            dict: self._dict,
+        }.get(origin, self._scalar)
+        return read_as(hint, value, key)
+
+    def _annotated(self, hint: Any, value: Any, key: str) -> Any:
+        result = self.read(get_args(hint)[0], value, key)
+        for rule in (m for m in hint.__metadata__ if isinstance(m, Rule)):
+            if result is INVALID:
+                break
+            if not rule.test(result):
+                return self.error(key, f"expected {rule.expected}, got {rule.shown(result)}")
+            result = rule.normalize(result)
+        return result
+
+    def _scalar(self, hint: Any, value: Any, key: str) -> Any:
+        if hint is bool:
+            return value if isinstance(value, bool) else self.expected(key, "true or false", value)
+        if isinstance(value, bool):
+            pass  # a YAML true is no number and no string
+        elif hint is float and isinstance(value, int | float) and math.isfinite(value):
+            if value < 0:
+                return self.expected(key, "at least 0.0", value)
+            return float(value)
+        elif hint is int and isinstance(value, int):
+            return value
+        elif hint in {str, Secret} and isinstance(value, str):
+            return hint(value)
+        if hint not in _NAMES:
+            raise TypeError(f"{key}: the schema's type {hint!r} is not one the reader knows")
+        what = _NAMES[hint]
+        if hint is float and key.lower().endswith("_seconds"):
+            what = "a number of seconds"
+        return self.expected(key, what, value)
+
+    def _literal(self, hint: Any, value: Any, key: str) -> Any:
+        choices = get_args(hint)
+        if value in choices and not isinstance(value, bool):
+            return value
+        return self.expected(key, f"one of {', '.join(map(str, choices))}", value)
+
+    def _union(self, hint: Any, value: Any, key: str) -> Any:
+        options = tuple(o for o in get_args(hint) if o is not type(None))
+        if value is None:
+            return None
+        if all(o in _NETWORKS for o in options):
+            try:
+                return ipaddress.ip_network(str(value), strict=False)
+            except ValueError:
+                return self.expected(key, "an IP address or CIDR", value)
+        if all(dataclasses.is_dataclass(o) for o in options):
+            return self._by_kind(options, value, key)
+        if len(options) == 1:
+            return self.read(options[0], value, key)
+        raise TypeError(f"{key}: the schema's union {options} is not one the reader knows")
+
+    def _by_kind(self, classes: tuple[Any, ...], value: Any, key: str) -> Any:
+        kinds = {get_args(get_type_hints(c)["kind"])[0]: c for c in classes}
+        if not isinstance(value, dict):
+            return self.expected(key, "a mapping", value)
+        kind = value.get("kind")
+        if kind is None:
+            return self.error(join(key, "kind"), f"required, one of {', '.join(kinds)}")
+        if not isinstance(kind, str) or kind not in kinds:
+            return self.expected(join(key, "kind"), f"one of {', '.join(kinds)}", kind)
+        return self._dataclass(kinds[kind], value, key)
+
+    def _tuple(self, hint: Any, value: Any, key: str) -> Any:
+        if not isinstance(value, list):
+            return self.expected(key, "a list", value)
+        element = get_args(hint)[0]
+        items = [self.read(element, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return INVALID if any(i is INVALID for i in items) else tuple(items)
+
+    def _dict(self, _hint: Any, value: Any, key: str) -> Any:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            return self.expected(key, "a mapping of strings to strings", value)
+        return dict(value)
+
+    def _dataclass(self, cls: type[Any], value: Any, key: str) -> Any:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            return self.expected(key or "settings", "a mapping", value)
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        names = [f.name for f in fields]
+        for unknown in sorted(_name(k) for k in value if k not in names):
+            self.error(join(key, unknown), f"unknown key (known here: {', '.join(names)})")
+        hints = get_type_hints(cls, include_extras=True)
+        given: dict[str, Any] = {}
+        complete = True
+        for f in fields:
+            result = self.field(hints[f.name], value.get(f.name), join(key, f.name))
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if result is MISSING and required:
+                result = self.error(join(key, f.name), "required, but not set")
+            if result is INVALID:
+                complete = complete and not required  # an optional field falls back to its default
+            elif result is not MISSING:
+                given[f.name] = result
+        return cls(**given) if complete else INVALID
+
+    def field(self, hint: Any, value: Any, key: str) -> Any:
+        """A field's value from the file and its environment variables; MISSING when neither."""
+        if value is None and dataclasses.is_dataclass(_base(hint)):
+            value = {}  # an absent group still gets its environment variables
+        from_file = MISSING if value is None else self.read(hint, value, key)
+        if from_file is INVALID:
+            self.failed.add(key)
+        env = next((m for m in getattr(hint, "__metadata__", ()) if isinstance(m, FromEnv)), None)
+        if env is None:
+            return from_file
+        name = next((n for n in env.names if self.environ.get(n)), None)
+        if name is None:
+            return from_file
+        from_env = self.read(hint, _parse_env(hint, self.environ[name]), name)
+        if from_env is INVALID:
+            self.failed.add(key)
+        return from_file if env.fallback and from_file is not MISSING else from_env
+
+
+def _name(key: object) -> str:
+    """A key of the file as an error names it: odd ones (spaces, newlines, numbers) quoted."""
+    return key if isinstance(key, str) and key.isidentifier() else show(key)
+
+
+def _base(hint: Any) -> Any:
+    """The type under an `Annotated`."""
+    return get_args(hint)[0] if get_origin(hint) is typing.Annotated else hint
+
+
+def _parse_env(hint: Any, text: str) -> Any:
+    """An environment string as YAML would have given it; unparsable text stays text."""
+    base = _base(hint)
+    if get_origin(base) is tuple:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if base in {float, int}:
+        try:
+            return base(text)
+        except ValueError:
+            return text
+    return text
