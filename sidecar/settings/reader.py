@@ -66,8 +66,8 @@ class Reader:
     def _annotated(self, hint: Any, value: Any, key: str) -> Any:
         result = self.read(get_args(hint)[0], value, key)
         for rule in (m for m in hint.__metadata__ if isinstance(m, Rule)):
-            if result is INVALID:
-                break
+            if result is INVALID or result is None:
+                break  # a failed value is reported once; an optional one may be absent
             if not rule.test(result):
                 return self.error(key, f"expected {rule.expected}, got {rule.shown(result)}")
             result = rule.normalize(result)
