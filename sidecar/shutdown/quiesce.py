@@ -33,8 +33,12 @@ async def quiesce(
     degraded = False
     if proxy is not None:
         try:
-            await proxy.drain_inbound()
+            async with asyncio.timeout_at(deadline):
+                await proxy.drain_inbound()
             detail["proxy_drain"] = "started"
+        except TimeoutError:
+            detail["proxy_drain"] = "failed: no answer by the deadline"
+            degraded = True
         except Exception as e:
             detail["proxy_drain"] = f"failed: {e}"
             degraded = True

@@ -38,7 +38,7 @@ async def wait_exit(
                 {"seen_by": "own_sigterm", "waited_seconds": round(loop.time() - started, 3)},
             )
         if observable and monitor.latest is not None:
-            running = await processes.running(group.process_names)
+            running = await _running(processes, group.process_names, deadline)
             if group_exited(monitor.latest, group.ports, running):
                 return Result(
                     Outcome.OK,
@@ -55,6 +55,15 @@ async def wait_exit(
             return Result(
                 outcome, {"reason": reason, "waited_seconds": round(loop.time() - started, 3)}
             )
+
+
+async def _running(processes: ProcessProbe, names: frozenset[str], deadline: float) -> bool | None:
+    """Ask the probe, bounded by the deadline; no answer means it cannot tell (None)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await processes.running(names)
+    except TimeoutError:
+        return None
 
 
 async def _next(

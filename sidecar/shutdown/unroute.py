@@ -39,18 +39,20 @@ async def unroute(
         reason = "cannot recognise our endpoints: no pod uid or IP known"
         return await _fallback(started, deadline, fallback_delay_seconds, reason)
     try:
-        first, revision = await slices.list_slices()
-    except ApiError as e:
-        return await _fallback(started, deadline, fallback_delay_seconds, str(e))
+        async with asyncio.timeout_at(deadline):
+            first, revision = await slices.list_slices()
+    except (ApiError, TimeoutError) as e:
+        reason = str(e) or "the EndpointSlice list did not answer by the deadline"
+        return await _fallback(started, deadline, fallback_delay_seconds, reason)
     services = services_holding(key, first)
-    last = verdict(key, services, first)
-    if last.settled:
-        return _settled(last)
+    seen = [verdict(key, services, first)]
+    if seen[-1].settled:
+        return _settled(seen[-1])
     watched = [s for s in first if s.service in services]
     try:
-        return await _until_settled(slices, key, services, (watched, revision), deadline)
+        return await _until_settled(slices, key, services, (watched, revision), deadline, seen)
     except ApiError as e:
-        return await _fallback(started, deadline, fallback_delay_seconds, str(e), last)
+        return await _fallback(started, deadline, fallback_delay_seconds, str(e), seen[-1])
 
 
 async def _until_settled(
@@ -59,16 +61,19 @@ async def _until_settled(
     services: frozenset[str],
     first: tuple[list[Slice], str],
     deadline: float,
+    seen: list[Verdict],
 ) -> Result:
-    """Follow the watch until the verdict settles, or time out with the last verdict."""
-    last = verdict(key, services, first[0])
+    """Follow the watch until the verdict settles, or time out with the last verdict.
+
+    Each verdict is appended to `seen`, so that a watch failing mid-way reports the last one.
+    """
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout_at(deadline):
             async for snapshot in slices.slice_snapshots(services, *first, deadline):
-                last = verdict(key, services, snapshot)
-                if last.settled:
-                    return _settled(last)
-    return Result(Outcome.TIMED_OUT, _detail(last))
+                seen.append(verdict(key, services, snapshot))
+                if seen[-1].settled:
+                    return _settled(seen[-1])
+    return Result(Outcome.TIMED_OUT, _detail(seen[-1]))
 
 
 def _settled(result: Verdict) -> Result:

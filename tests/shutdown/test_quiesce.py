@@ -147,11 +147,6 @@ async def test_a_sampler_that_never_answers_times_out_at_the_deadline_with_no_sa
     assert result.detail == {"samples": 0, "sample_errors": 0}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="quiesce awaits drain_inbound without the deadline: an Envoy admin that never "
-    "answers keeps the phase past it (only the coordinator's overrun guard ends it)",
-)
 async def test_a_proxy_that_never_answers_the_drain_does_not_keep_the_phase_past_the_deadline() -> (
     None
 ):

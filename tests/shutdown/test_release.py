@@ -120,11 +120,6 @@ async def test_a_sampler_that_never_answers_times_out_at_the_deadline() -> None:
     assert result.detail["reason"] == "still running"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wait_exit awaits the process probe without the deadline: a probe that never "
-    "answers keeps the phase past it (only the coordinator's overrun guard ends it)",
-)
 async def test_a_process_probe_that_never_answers_does_not_keep_the_phase_past_the_deadline() -> (
     None
 ):

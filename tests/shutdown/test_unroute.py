@@ -181,10 +181,6 @@ async def test_a_watch_failing_after_the_fixed_delay_returns_at_once() -> None:
     assert result.detail["waited_seconds"] == 3.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="unroute reports the first list's verdict after a watch fails, not the last one seen",
-)
 async def test_a_watch_failing_mid_way_reports_the_last_verdict_it_saw() -> None:
     first = [*IN_ROTATION, slice_of("admin", endpoint())]
     web_out = [*OUT_OF_ROTATION, slice_of("admin", endpoint())]
@@ -196,11 +192,6 @@ async def test_a_watch_failing_mid_way_reports_the_last_verdict_it_saw() -> None
     assert result.detail["services"] == {"admin": "in_rotation", "web": "out_of_rotation"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="unroute awaits list_slices without the deadline: an API that never answers "
-    "keeps the phase past it (only the coordinator's overrun guard ends it)",
-)
 async def test_a_list_that_never_answers_ends_the_phase_at_the_deadline() -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 3
