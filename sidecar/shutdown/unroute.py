@@ -38,12 +38,21 @@ async def unroute(
     if not key.uid and not key.ips:
         reason = "cannot recognise our endpoints: no pod uid or IP known"
         return await _fallback(started, deadline, fallback_delay_seconds, reason)
+    return await _watch(slices, key, started, deadline, fallback_delay_seconds)
+
+
+async def _watch(
+    slices: SliceSource, key: PodKey, started: float, deadline: float, fallback_seconds: float
+) -> Result:
+    """List the slices, then follow the watch until the verdict settles or time runs out."""
     try:
         async with asyncio.timeout_at(deadline):
             first, revision = await slices.list_slices()
-    except (ApiError, TimeoutError) as e:
-        reason = str(e) or "the EndpointSlice list did not answer by the deadline"
-        return await _fallback(started, deadline, fallback_delay_seconds, reason)
+    except TimeoutError:
+        reason = "the EndpointSlice list did not answer by the deadline"
+        return Result(Outcome.TIMED_OUT, {"reason": reason})
+    except ApiError as e:
+        return await _fallback(started, deadline, fallback_seconds, str(e))
     services = services_holding(key, first)
     seen = [verdict(key, services, first)]
     if seen[-1].settled:
@@ -52,7 +61,7 @@ async def unroute(
     try:
         return await _until_settled(slices, key, services, (watched, revision), deadline, seen)
     except ApiError as e:
-        return await _fallback(started, deadline, fallback_delay_seconds, str(e), seen[-1])
+        return await _fallback(started, deadline, fallback_seconds, str(e), seen[-1])
 
 
 async def _until_settled(
