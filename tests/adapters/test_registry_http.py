@@ -131,8 +131,10 @@ def _settings(
     )
 
 
-def _registry(server: FakeRegistryServer, client: HttpClient, **options: bool) -> HttpRegistry:
-    return HttpRegistry(_settings(server.base(), **options), POD, client)
+def _registry(
+    server: FakeRegistryServer, client: HttpClient, *, force: bool = True
+) -> HttpRegistry:
+    return HttpRegistry(_settings(server.base(), force=force), POD, client)
 
 
 def _deadline(seconds: float = 10.0) -> float:
