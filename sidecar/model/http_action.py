@@ -19,12 +19,12 @@ from urllib.parse import quote, quote_plus, urlsplit
 
 from sidecar.errors import ConfigError
 from sidecar.model.registry import Presence
-from sidecar.model.registry_settings import KNOWN_PLACEHOLDERS, PLACEHOLDER, unknown_placeholder
+from sidecar.settings.registries import KNOWN_PLACEHOLDERS, PLACEHOLDER, unknown_placeholder
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from sidecar.model.registry_settings import (
+    from sidecar.settings.registries import (
         HeaderSettings,
         HttpActionSettings,
         HttpVerifySettings,

@@ -27,6 +27,7 @@ from sidecar.model.registry import (
     worst,
 )
 from sidecar.model.report import Outcome, Result
+from sidecar.settings.registries import RetrySettings
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -86,15 +87,6 @@ class Action(Protocol):
 
 
 @dataclass(frozen=True)
-class Backoff:
-    """Bounded retries: the delay starts at `first_seconds` and doubles up to `max_seconds`."""
-
-    first_seconds: float = 0.1
-    max_seconds: float = 2.0
-    attempts: int = 5
-
-
-@dataclass(frozen=True)
 class _Tried:
     """One step after its retries: the last answer, attempts made, last error, cut by time."""
 
@@ -116,7 +108,7 @@ async def _retry(
     call: Callable[[float], Awaitable[Seen]],
     step: Step,
     deadline: float,
-    backoff: Backoff,
+    backoff: RetrySettings,
 ) -> _Tried:
     """Call until the answer settles, attempts run out, or the next try would pass the deadline."""
     loop = asyncio.get_running_loop()
@@ -155,7 +147,7 @@ def _as_answer(seen: Seen) -> Answer:
 
 
 async def _mark_down(
-    registry: Registry, deadline: float, backoff: Backoff
+    registry: Registry, deadline: float, backoff: RetrySettings
 ) -> tuple[Outcome, Entry]:
     if not registry.can_mark_down:
         return Outcome.SKIPPED, {"outcome": str(Answer.UNSUPPORTED)}
@@ -166,7 +158,7 @@ async def _mark_down(
     return outcome, tried.entry("marked_down" if outcome is Outcome.OK else "error")
 
 
-async def _action(action: Action, deadline: float, backoff: Backoff) -> tuple[Outcome, Entry]:
+async def _action(action: Action, deadline: float, backoff: RetrySettings) -> tuple[Outcome, Entry]:
     tried = await _retry(lambda d: _ok(action.run(d)), Step.ACTION, deadline, backoff)
     outcome = announce_outcome(_as_answer(tried.answer), timed_out=tried.timed_out)
     entry = tried.entry("ok" if outcome is Outcome.OK else "error")
@@ -182,7 +174,9 @@ def _call(registry: Registry, step: Step) -> Callable[[float], Awaitable[Seen]]:
     return registry.is_present
 
 
-async def _retire(registry: Registry, deadline: float, backoff: Backoff) -> tuple[Outcome, Entry]:
+async def _retire(
+    registry: Registry, deadline: float, backoff: RetrySettings
+) -> tuple[Outcome, Entry]:
     """Deregister, read back, force-remove if still there, read back again: as next_step says."""
     seen, steps, attempts, error = Retirement(), {}, 0, None
     while (step := next_step(seen, can_force=registry.can_force)) is not Step.DONE:
@@ -220,13 +214,13 @@ class _RegistryPhase:
         registries: Sequence[Registry] = (),
         actions: Sequence[Action] = (),
         *,
-        backoff: Backoff | None = None,
+        backoff: RetrySettings | None = None,
     ) -> None:
         _unique([r.name for r in registries], "registries")
         _unique([a.name for a in actions], "actions")
         self.registries = tuple(registries)
         self.actions = tuple(actions)
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or RetrySettings()
 
     async def _actions(self, deadline: float) -> list[tuple[Outcome, Entry]]:
         return list(

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from sidecar.adapters.http_action import HttpAction, HttpClient
 from sidecar.errors import AdapterError
 from sidecar.model.http_action import Identity, render_action
-from sidecar.model.registry_settings import HeaderSettings, HttpActionSettings, HttpVerifySettings
+from sidecar.settings.registries import HeaderSettings, HttpActionSettings, HttpVerifySettings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

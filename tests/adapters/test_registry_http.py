@@ -16,14 +16,15 @@ from sidecar.adapters.http_action import HttpClient
 from sidecar.adapters.registries.http import HttpRegistry
 from sidecar.errors import ConfigError
 from sidecar.model.http_action import Identity
-from sidecar.model.registry_settings import (
+from sidecar.model.report import Outcome
+from sidecar.settings.registries import (
     HeaderSettings,
     HttpActionSettings,
     HttpRegistrySettings,
     HttpVerifySettings,
+    RetrySettings,
 )
-from sidecar.model.report import Outcome
-from sidecar.shutdown.registries import Announce, Backoff, Retire
+from sidecar.shutdown.registries import Announce, Retire
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -175,7 +176,7 @@ async def test_when_forcing_fails_the_entry_is_reported_still_present(
     registry_server: FakeRegistryServer, client: HttpClient
 ) -> None:
     registry_server.sticky = registry_server.force_fails = True
-    retire = Retire([_registry(registry_server, client)], backoff=Backoff(attempts=2))
+    retire = Retire([_registry(registry_server, client)], backoff=RetrySettings(attempts=2))
     result = await retire.run(_deadline())
     entry = result.detail["registries"]["eureka-like"]
     assert (entry["force"], entry["read_again"], entry["outcome"]) == (

@@ -23,7 +23,7 @@ from sidecar.model.http_action import (
     render_verify,
 )
 from sidecar.model.registry import Presence
-from sidecar.model.registry_settings import (
+from sidecar.settings.registries import (
     HeaderSettings,
     HttpActionSettings,
     HttpVerifySettings,

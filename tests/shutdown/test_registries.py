@@ -13,7 +13,8 @@ import pytest
 from sidecar.errors import AdapterError, ConfigError
 from sidecar.model.registry import Answer, Presence
 from sidecar.model.report import Outcome
-from sidecar.shutdown.registries import Announce, Backoff, Retire
+from sidecar.settings.registries import RetrySettings
+from sidecar.shutdown.registries import Announce, Retire
 
 pytestmark = pytest.mark.looptime
 
@@ -121,7 +122,7 @@ async def test_failures_are_retried_with_doubling_backoff_capped_at_two_seconds(
     failure = AdapterError("HTTP 503: busy")
     registry = FakeRegistry(script={"deregister": [failure] * 7 + [Answer.OK]})
     start = _now()
-    result = await Retire([registry], backoff=Backoff(attempts=8)).run(start + 60)
+    result = await Retire([registry], backoff=RetrySettings(attempts=8)).run(start + 60)
     times = [round(t - start, 3) for step, t in registry.calls if step == "deregister"]
     assert times == [0.0, 0.1, 0.3, 0.7, 1.5, 3.1, 5.1, 7.1]
     entry = result.detail["registries"]["reg"]
@@ -132,7 +133,7 @@ async def test_failures_are_retried_with_doubling_backoff_capped_at_two_seconds(
 
 async def test_when_attempts_run_out_the_failure_is_reported_and_the_read_still_decides() -> None:
     registry = FakeRegistry(script={"deregister": [AdapterError("HTTP 500: boom")]})
-    result = await Retire([registry], backoff=Backoff(attempts=3)).run(_now() + 60)
+    result = await Retire([registry], backoff=RetrySettings(attempts=3)).run(_now() + 60)
     assert registry.steps() == ["deregister"] * 3 + ["is_present"]
     entry = result.detail["registries"]["reg"]
     assert (entry["deregister"], entry["read"], entry["outcome"]) == ("failed", "absent", "removed")
@@ -141,7 +142,7 @@ async def test_when_attempts_run_out_the_failure_is_reported_and_the_read_still_
 
 async def test_unknown_reads_are_never_absence_and_end_in_an_error() -> None:
     registry = FakeRegistry(script={"is_present": [Presence.UNKNOWN]})
-    result = await Retire([registry], backoff=Backoff(attempts=2)).run(_now() + 60)
+    result = await Retire([registry], backoff=RetrySettings(attempts=2)).run(_now() + 60)
     assert registry.steps() == [
         "deregister",
         "is_present",
@@ -192,7 +193,7 @@ async def test_registries_retire_in_parallel_each_in_its_own_time() -> None:
 async def test_a_back_end_bug_is_reported_without_stopping_the_others() -> None:
     broken = FakeRegistry("broken", script={"deregister": [KeyError("oops")]})
     fine = FakeRegistry("fine")
-    result = await Retire([broken, fine], backoff=Backoff(attempts=1)).run(_now() + 10)
+    result = await Retire([broken, fine], backoff=RetrySettings(attempts=1)).run(_now() + 10)
     assert result.detail["registries"]["broken"]["error"] == "KeyError: 'oops'"
     assert result.detail["registries"]["fine"]["outcome"] == "removed"
 
@@ -225,7 +226,7 @@ async def test_announce_marks_every_registry_down_and_runs_the_offline_call() ->
 
 async def test_a_mark_down_that_keeps_failing_is_an_error_naming_the_cause() -> None:
     nacos = FakeRegistry("nacos", script={"mark_down": [AdapterError("HTTP 403: denied")]})
-    result = await Announce([nacos], backoff=Backoff(attempts=2)).run(_now() + 10)
+    result = await Announce([nacos], backoff=RetrySettings(attempts=2)).run(_now() + 10)
     assert result.outcome is Outcome.ERROR
     assert result.detail["registries"]["nacos"] == {
         "outcome": "error",

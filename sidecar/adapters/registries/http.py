@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from sidecar.adapters.http_action import HttpClient
     from sidecar.model.http_action import Identity
     from sidecar.model.registry import Presence
-    from sidecar.model.registry_settings import HttpRegistrySettings
+    from sidecar.settings.registries import HttpRegistrySettings
 
 
 class HttpRegistry:
