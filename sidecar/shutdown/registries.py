@@ -152,10 +152,10 @@ async def _mark_down(
     if not registry.can_mark_down:
         return Outcome.SKIPPED, {"outcome": str(Answer.UNSUPPORTED)}
     tried = await _retry(lambda d: _ok(registry.mark_down(d)), Step.MARK_DOWN, deadline, backoff)
-    answer = _as_answer(tried.answer)
-    outcome = announce_outcome(answer, timed_out=tried.timed_out)
-    _log("registry_marked_down", registry.name, outcome, tried.entry(str(answer)))
-    return outcome, tried.entry("marked_down" if outcome is Outcome.OK else "error")
+    outcome = announce_outcome(_as_answer(tried.answer), timed_out=tried.timed_out)
+    entry = tried.entry("marked_down" if outcome is Outcome.OK else "error")
+    _log("registry_marked_down", registry.name, outcome, entry)
+    return outcome, entry
 
 
 async def _action(action: Action, deadline: float, backoff: RetrySettings) -> tuple[Outcome, Entry]:
