@@ -4,9 +4,12 @@ what was expected."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sidecar.settings.reader import Reader
 from sidecar.settings.registries import (
@@ -136,3 +139,16 @@ def test_retries_read_with_their_defaults() -> None:
     assert reader.errors == {
         "registry_retry.attempts": "registry_retry.attempts: expected at least 1, got 0"
     }
+
+
+def test_the_example_in_the_docs_reads_without_errors() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "registries.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(.*?)```", text, re.DOTALL)
+    assert block is not None
+    example = yaml.safe_load(block.group(1))
+    reader = Reader({})
+    [registry] = reader.read(tuple[HttpRegistrySettings, ...], example["registries"], "registries")
+    for key in ("offline", "cleanup"):
+        reader.read(tuple[HttpActionSettings, ...], example[key], key)
+    assert reader.errors == {}
+    assert (registry.name, registry.mark_down.method) == ("eureka", "PUT")
