@@ -159,7 +159,9 @@ async def test_a8_wrong_uid_is_409_and_a_missing_pod_404(
     conflict = await delete(http, "web-1", preconditions={"uid": "not-this-one"})
     assert conflict.status == 409
     assert (await conflict.json())["reason"] == "Conflict"
-    assert (await delete(http, "nobody")).status == 404
+    missing = await delete(http, "nobody")
+    assert missing.status == 404
+    assert (await missing.json())["message"] == 'pods "nobody" not found'
 
 
 # -- D: EndpointSlices -----------------------------------------------------------------------
@@ -322,23 +324,26 @@ async def test_e4_expired_continue_token_is_410(
     cp.continue_ttl_seconds = 0
     response = await http.get(PODS, params={"continue": first["metadata"]["continue"]})
     assert response.status == 410
+    assert (await response.json())["reason"] == "Expired"
 
 
 @pytest.mark.parametrize(
-    ("params", "code"),
+    ("params", "code", "message"),
     [
-        ({"resourceVersionMatch": "NotOlderThan"}, 422),
-        ({"sendInitialEvents": "true"}, 422),
-        ({"limit": "many"}, 400),
-        ({"labelSelector": "app in (web"}, 400),
+        ({"resourceVersionMatch": "NotOlderThan"}, 422, "resourceVersionMatch: Forbidden"),
+        ({"sendInitialEvents": "true"}, 422, "sendInitialEvents: Forbidden"),
+        ({"limit": "many"}, 400, "limit: expected a number, got 'many'"),
+        ({"labelSelector": "app in (web"}, 400, "unable to parse requirement: 'app in (web'"),
     ],
 )
-async def test_e4_e10_invalid_list_options_are_refused(
-    http: aiohttp.ClientSession, params: dict[str, str], code: int
+async def test_e4_e10_invalid_list_options_are_refused_naming_the_option(
+    http: aiohttp.ClientSession, params: dict[str, str], code: int, message: str
 ) -> None:
     response = await http.get(PODS, params=params)
     assert response.status == code
-    assert (await response.json())["kind"] == "Status"
+    body = await response.json()
+    assert body["kind"] == "Status"
+    assert body["message"].startswith(message)
 
 
 async def test_e2_e3_a_watch_without_revision_starts_with_added_and_one_from_a_revision_does_not(
