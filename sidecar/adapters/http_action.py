@@ -10,11 +10,14 @@ import aiohttp
 from yarl import URL
 
 from sidecar.errors import AdapterError, truncate
-from sidecar.model.http_action import presence
+from sidecar.model.http_action import presence, render_action
 from sidecar.model.registry import Presence
 
 if TYPE_CHECKING:
-    from sidecar.model.http_action import Action, Header, Request, Verify
+    from collections.abc import Sequence
+
+    from sidecar.model.http_action import Action, Header, Identity, Request, Verify
+    from sidecar.settings.registries import HttpActionSettings
 
 #: At most this much of an answer is read: enough for a read-back's condition, bounded memory.
 BODY_LIMIT_BYTES = 64 * 1024
@@ -104,6 +107,15 @@ class HttpAction:
     async def run(self, deadline: float) -> None:
         """Send it, and verify it if configured (raises AdapterError)."""
         await self._client.run(self._action, deadline)
+
+
+def http_actions(
+    settings: Sequence[HttpActionSettings], pod: Identity, client: HttpClient, key: str
+) -> list[HttpAction]:
+    """The standalone actions of a settings list (`offline`, `cleanup`), rendered for this pod."""
+    return [
+        HttpAction(render_action(s, pod, f"{key}[{i}]"), client) for i, s in enumerate(settings)
+    ]
 
 
 def _header_value(header: Header) -> str:

@@ -24,6 +24,7 @@ from sidecar.settings.registries import KNOWN_PLACEHOLDERS, PLACEHOLDER, unknown
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from sidecar.settings import PodIdentity
     from sidecar.settings.registries import (
         HeaderSettings,
         HttpActionSettings,
@@ -55,6 +56,11 @@ class Identity:
     uid: str = ""
     ips: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def identity_of(pod: PodIdentity, labels: Mapping[str, str] | None = None) -> Identity:
+    """The template view of the pod the settings describe (labels, when known, from elsewhere)."""
+    return Identity(pod.name, pod.namespace, pod.uid, tuple(pod.ips), dict(labels or {}))
 
 
 @dataclass(frozen=True)

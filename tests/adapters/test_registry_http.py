@@ -12,11 +12,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from sidecar.adapters.http_action import HttpClient
+from sidecar.adapters.http_action import HttpClient, http_actions
+from sidecar.adapters.registries import build_registries
 from sidecar.adapters.registries.http import HttpRegistry
 from sidecar.errors import ConfigError
-from sidecar.model.http_action import Identity
+from sidecar.model.http_action import Identity, identity_of
 from sidecar.model.report import Outcome
+from sidecar.settings import PodIdentity
 from sidecar.settings.registries import (
     HeaderSettings,
     HttpActionSettings,
@@ -275,3 +277,38 @@ def test_a_registry_action_with_its_own_read_back_is_rejected(client: HttpClient
     settings = HttpRegistrySettings(name="r", deregister=deregister, verify=settings.verify)
     with pytest.raises(ConfigError, match=r"^registries\[0\]\.deregister\.verify: not used"):
         HttpRegistry(settings, POD, client)
+
+
+def test_registries_are_built_from_settings_each_error_naming_its_index(
+    client: HttpClient,
+) -> None:
+    good = _settings("http://registry/")
+    bad = HttpRegistrySettings(
+        name="bad",
+        deregister=HttpActionSettings(url="http://registry/{pod.labels[team]}"),
+        verify=good.verify,
+    )
+    [registry] = build_registries([good], POD, client)
+    assert (registry.name, registry.can_mark_down, registry.can_force) == (
+        "eureka-like",
+        True,
+        True,
+    )
+    with pytest.raises(
+        ConfigError, match=r"^registries\[1\]\.deregister\.url: the pod has no label"
+    ):
+        build_registries([good, bad], POD, client)
+
+
+async def test_settings_pod_identity_becomes_the_template_view_and_actions_are_named(
+    registry_server: FakeRegistryServer, client: HttpClient
+) -> None:
+    pod = identity_of(PodIdentity(name="web-1", namespace="shop", ips=("10.0.0.7",)))
+    assert pod == Identity(name="web-1", namespace="shop", ips=("10.0.0.7",))
+    url = registry_server.base() + "apps/{pod.namespace}.{pod.name}/status?value=DOWN"
+    [offline] = http_actions(
+        [HttpActionSettings(url=url, method="PUT", name="offline")], pod, client, "offline"
+    )
+    result = await Announce([], [offline]).run(_deadline())
+    assert registry_server.instances == {"shop.web-1": "DOWN"}
+    assert result.detail == {"actions": {"offline": {"outcome": "ok", "attempts": 1}}}
