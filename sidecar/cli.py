@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from sidecar import __version__, logs, settings
-from sidecar.errors import ConfigError
+from sidecar.errors import AgentStopError, ConfigError
 from sidecar.model.deadline import plan_from_settings
 from sidecar.model.plan import release_groups
 
@@ -108,11 +108,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(json.dumps(_plan_document(loaded), indent=2, default=str))
         return EXIT_OK
+    logs.configure(json=None if args.log_format == "auto" else args.log_format == "json")
+    return _agent(loaded)
+
+
+def _agent(loaded: settings.Settings) -> int:
     from sidecar.agent import runtime  # noqa: PLC0415 - `check` should not pay for the server's imports
 
-    logs.configure(json=None if args.log_format == "auto" else args.log_format == "json")
     try:
         asyncio.run(runtime.run(loaded))
+    except ConfigError as e:  # settings that only this pod's identity shows wrong (templates)
+        print(f"shutdown-coordinator: invalid settings for this pod: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except AgentStopError as e:
+        print(f"shutdown-coordinator: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as e:
         print(f"shutdown-coordinator: cannot serve: {e}", file=sys.stderr)
         return EXIT_FAILED

@@ -142,3 +142,24 @@ async def test_sigterm_with_no_hook_exits_after_the_linger(tmp_path: Path) -> No
     events = [line["event"] for line in agent.json_lines()]
     assert events[-2:] == ["sigterm_received", "agent_exiting"]
     assert agent.json_lines()[-1]["reason"] == "no_hook"
+
+
+def test_the_agent_refuses_a_template_this_pod_cannot_fill_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("POD_NAME", "KUBERNETES_SERVICE_HOST", "KUBECONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "containers: [{name: app, ports: [8080]}]\n"
+        f"server: {{token: '0123456789abcdef0123', host: 127.0.0.1, port: {free_port()}}}\n"
+        "registries:\n"
+        "  - name: eureka\n"
+        "    deregister: {url: 'http://127.0.0.1:1/apps/{pod.name}', method: DELETE}\n"
+        "    verify: {url: 'http://127.0.0.1:1/apps/{pod.name}'}\n"
+    )
+    assert main(["agent", "-c", str(path)]) == EXIT_CONFIG
+    error = capsys.readouterr().err
+    assert "invalid settings for this pod" in error
+    assert "registries[0].deregister.url" in error
+    assert "{pod.name}" in error

@@ -11,15 +11,19 @@ import structlog
 from aiohttp import web
 
 from sidecar.adapters.envoy import EnvoyAdmin
+from sidecar.adapters.http_action import HttpClient, http_actions
 from sidecar.adapters.kube import KubeApi
 from sidecar.adapters.netns import NetnsTrafficSource
 from sidecar.adapters.processes import ProcessProbe
+from sidecar.adapters.registries import build_registries
 from sidecar.agent.events import EventPoster, FanOut
 from sidecar.agent.metrics import Metrics
 from sidecar.agent.server import build_app
 from sidecar.errors import AgentStopError
+from sidecar.model.http_action import identity_of
 from sidecar.model.plan import inbound_ports
 from sidecar.shutdown.coordinator import Coordinator
+from sidecar.shutdown.registries import Announce, Retire
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -44,10 +48,41 @@ class Agent:
     envoy: EnvoyAdmin | None
     kube: KubeApi | None
     events: EventPoster | None
+    http: HttpClient | None
+
+
+@dataclass(frozen=True)
+class RegistryPhases:
+    """Announce and retire as configured; None where nothing is configured for them."""
+
+    announce: Announce | None
+    retire: Retire | None
+    http: HttpClient | None
+
+
+def registry_phases(settings: Settings) -> RegistryPhases:
+    """Render every registry and action for this pod (raises ConfigError naming the key).
+
+    Retire stays None when nothing is configured: with a retire step, the sequence waits for
+    the apps' exit even in a pod without a proxy.
+    """
+    if not (settings.registries or settings.offline_calls or settings.config_cleanup):
+        return RegistryPhases(None, None, None)
+    pod, http = identity_of(settings.pod), HttpClient()
+    registries = build_registries(settings.registries, pod, http)
+    offline = http_actions(settings.offline_calls, pod, http, "offline_calls")
+    cleanup = http_actions(settings.config_cleanup, pod, http, "config_cleanup")
+    retry = settings.registry_retry
+    return RegistryPhases(
+        Announce(registries, offline, backoff=retry) if registries or offline else None,
+        Retire(registries, cleanup, backoff=retry) if registries or cleanup else None,
+        http,
+    )
 
 
 async def start_agent(settings: Settings) -> Agent:
     """Build the agent and start serving; no connection to anything else is made here."""
+    phases = registry_phases(settings)
     traffic = NetnsTrafficSource(inbound_ports(settings), settings.traffic.source)
     envoy = (
         EnvoyAdmin(
@@ -68,6 +103,8 @@ async def start_agent(settings: Settings) -> Agent:
         processes=ProcessProbe(),
         proxy=envoy,
         api=kube,
+        announce=phases.announce,
+        retire=phases.retire,
         listener=FanOut(metrics, events) if events else metrics,
     )
     metrics.watch(coordinator.status, settings.budget.grace_seconds)
@@ -84,7 +121,7 @@ async def start_agent(settings: Settings) -> Agent:
     log.info(
         "agent_ready", port=settings.server.port, containers=[c.name for c in settings.containers]
     )
-    return Agent(settings, coordinator, metrics, runner, traffic, envoy, kube, events)
+    return Agent(settings, coordinator, metrics, runner, traffic, envoy, kube, events, phases.http)
 
 
 async def stop_agent(agent: Agent) -> None:
@@ -108,6 +145,8 @@ async def stop_agent(agent: Agent) -> None:
         stages.append(("kubernetes", agent.kube.close))
     if agent.envoy is not None:
         stages.append(("envoy", agent.envoy.close))
+    if agent.http is not None:
+        stages.append(("registries", agent.http.close))
     failed: list[str] = []
     for name, stage in stages:
         try:

@@ -16,6 +16,7 @@ from sidecar.settings.constraints import (
     at_least,
     min_chars,
 )
+from sidecar.settings.registries import Action, HttpRegistrySettings, RetrySettings
 
 Role = Literal["app", "proxy"]
 Mode = Literal["classic", "native"]
@@ -175,6 +176,14 @@ class Settings:
     traffic: TrafficSettings = field(default_factory=TrafficSettings)
     envoy: EnvoySettings = field(default_factory=EnvoySettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    #: External registries: marked down at announce, deregistered and verified at retire.
+    registries: tuple[HttpRegistrySettings, ...] = ()
+    #: The app's own "offline" calls, made at announce, beside unroute.
+    offline_calls: tuple[Action, ...] = ()
+    #: Per-instance configuration removed at retire, after the app has exited.
+    config_cleanup: tuple[Action, ...] = ()
+    #: Retries of every registry and action call, always inside the deadline.
+    registry_retry: RetrySettings = field(default_factory=RetrySettings)
 
     @property
     def proxy(self) -> ContainerSpec | None:

@@ -37,7 +37,7 @@ class HttpRegistry:
 class SettingsWithRegistries(Settings):
     """The settings tree plus one new group: nothing else is written for it."""
 
-    registries: tuple[ConsulRegistry | HttpRegistry, ...] = ()
+    test_registries: tuple[ConsulRegistry | HttpRegistry, ...] = ()
 
 
 BASE = {"containers": [{"name": "app"}], "server": {"allow_unauthenticated": True}}
@@ -52,14 +52,14 @@ def read(data: object, environ: dict[str, str] | None = None) -> tuple[Any, list
 def test_a_new_group_is_read_by_kind_with_its_defaults_and_environment() -> None:
     data = {
         **BASE,
-        "registries": [
+        "test_registries": [
             {"kind": "consul", "address": "http://consul:8500/", "meta": {"zone": "a"}},
             {"kind": "http", "url": "https://registry.example", "timeout_seconds": 2},
         ],
     }
     result, errors = read(data, {"TEST_CONSUL_TOKEN": "t"})
     assert errors == []
-    assert result.registries == (
+    assert result.test_registries == (
         ConsulRegistry("consul", "http://consul:8500", meta={"zone": "a"}, token="t"),
         HttpRegistry("http", "https://registry.example", 2.0),
     )
@@ -67,19 +67,19 @@ def test_a_new_group_is_read_by_kind_with_its_defaults_and_environment() -> None
 
 
 def test_the_kind_is_required_and_an_unknown_kind_names_the_key_value_and_known_kinds() -> None:
-    data = {**BASE, "registries": [{"kind": "zookeeper"}, {"address": "http://c"}, "consul"]}
+    data = {**BASE, "test_registries": [{"kind": "zookeeper"}, {"address": "http://c"}, "consul"]}
     _, errors = read(data)
     assert errors == [
-        "registries[0].kind: expected one of consul, http, got 'zookeeper'",
-        "registries[1].kind: required, one of consul, http",
-        "registries[2]: expected a mapping, got 'consul'",
+        "test_registries[0].kind: expected one of consul, http, got 'zookeeper'",
+        "test_registries[1].kind: required, one of consul, http",
+        "test_registries[2]: expected a mapping, got 'consul'",
     ]
 
 
 def test_each_kind_checks_its_own_fields_and_refuses_the_others() -> None:
     data = {
         **BASE,
-        "registries": [
+        "test_registries": [
             {"kind": "http", "url": "ftp://x", "timeout_seconds": 0, "service": "web"},
             {"kind": "consul", "meta": {"zone": 1}},
         ],
@@ -87,11 +87,11 @@ def test_each_kind_checks_its_own_fields_and_refuses_the_others() -> None:
     _, errors = read(data)
     assert sorted(errors) == sorted(
         [
-            "registries[0].service: unknown key (known here: kind, url, timeout_seconds)",
-            "registries[0].url: expected an http:// or https:// URL, got 'ftp://x'",
-            "registries[0].timeout_seconds: expected at least 0.1, got 0.0",
-            "registries[1].address: required, but not set",
-            "registries[1].meta: expected a mapping of strings to strings, got {'zone': 1}",
+            "test_registries[0].service: unknown key (known here: kind, url, timeout_seconds)",
+            "test_registries[0].url: expected an http:// or https:// URL, got 'ftp://x'",
+            "test_registries[0].timeout_seconds: expected at least 0.1, got 0.0",
+            "test_registries[1].address: required, but not set",
+            "test_registries[1].meta: expected a mapping of strings to strings, got {'zone': 1}",
         ]
     )
 

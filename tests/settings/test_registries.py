@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sidecar.settings import from_mapping
 from sidecar.settings.reader import Reader
 from sidecar.settings.registries import (
     HeaderSettings,
@@ -146,9 +147,9 @@ def test_the_example_in_the_docs_reads_without_errors() -> None:
     block = re.search(r"```yaml\n(.*?)```", text, re.DOTALL)
     assert block is not None
     example = yaml.safe_load(block.group(1))
-    reader = Reader({})
-    [registry] = reader.read(tuple[HttpRegistrySettings, ...], example["registries"], "registries")
-    for key in ("offline", "cleanup"):
-        reader.read(tuple[HttpActionSettings, ...], example[key], key)
-    assert reader.errors == {}
+    pod = {"containers": [{"name": "app"}], "server": {"allow_unauthenticated": True}}
+    loaded = from_mapping({**pod, **example}, {})
+    [registry] = loaded.registries
+    assert [a.name for a in loaded.offline_calls] == ["app-offline"]
+    assert [a.name for a in loaded.config_cleanup] == ["nacos-config"]
     assert (registry.name, registry.mark_down.method) == ("eureka", "PUT")
