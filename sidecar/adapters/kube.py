@@ -1,7 +1,7 @@
 """The agent's only door to the Kubernetes API (kubernetes-asyncio): our pod, our slices, Events.
 
 Nothing here connects, or even imports the client, before the first call: in steady state a
-pod costs the API server nothing (design.md section 4).
+pod costs the API server nothing (docs/kubernetes.md, "When it connects").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 This is what `ss -ti` reads. It needs no package and no capability, and with the port filter
 compiled to inet_diag bytecode the kernel sends only the sockets we watch, which keeps a sample
-cheap when the pod holds tens of thousands of sockets (reference/measurements.md).
+cheap when the pod holds tens of thousands of sockets (docs/benchmarks.md).
 """
 
 from __future__ import annotations

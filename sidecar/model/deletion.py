@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PodDeletion:
-    """The deletion fields of one pod (reference/kubernetes.md A3, A5, A6)."""
+    """The deletion fields of one pod (kubernetes-behaviour A3, A5, A6)."""
 
     uid: str
     #: deletionTimestamp, in seconds since the epoch: a deadline, not the time of the request.

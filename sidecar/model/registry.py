@@ -1,7 +1,7 @@
 """Registry steps as pure decisions: what to do next, and how it ended, from what was seen.
 
 Retire is deregister, read back, force-remove if the entry may still be there, read back again
-(design.md section 6). The phase that runs it (sidecar.shutdown.registries) records each step's
+(docs/registries.md). The phase that runs it (sidecar.shutdown.registries) records each step's
 settled answer in a `Retirement` snapshot and asks `next_step` what to do; `decide` names the
 registry's outcome from whatever was seen, also when time ran out half-way. An unknown read (an
 error, a refusal, a status that proves nothing) is never taken for absence.
@@ -54,7 +54,7 @@ class Step(StrEnum):
 
 
 class RegistryOutcome(StrEnum):
-    """How retire ended for one registry (design.md section 6)."""
+    """How retire ended for one registry (docs/registries.md, "The seam")."""
 
     REMOVED = "removed"
     ALREADY_ABSENT = "already_absent"

@@ -12,7 +12,7 @@ from sidecar.errors import MalformedAnswerError
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-#: The label that names a managed slice's Service (reference/kubernetes.md D1).
+#: The label that names a managed slice's Service (kubernetes-behaviour D1).
 SERVICE_LABEL = "kubernetes.io/service-name"
 
 
