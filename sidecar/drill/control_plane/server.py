@@ -74,7 +74,11 @@ class ControlPlane:
         app.router.add_route("PUT", status_path, self._crud.put_status)
         app.router.add_route("PATCH", status_path, self._crud.patch)
         app.router.add_get("/version", _version)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        # A client that hangs up cancels its request, as the API server's request context does;
+        # a handler delayed by a fault then does not outlive the stand-in.
+        self._runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
