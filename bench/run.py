@@ -19,8 +19,8 @@ from pathlib import Path
 
 import aiohttp
 
-from sidecar.adapters import procnet
-from sidecar.adapters.sockdiag import (
+from sidecar.adapters.traffic import procnet
+from sidecar.adapters.traffic.sockdiag import (
     NETLINK_SOCK_DIAG,
     NLMSG_DONE,
     NLMSGHDR,

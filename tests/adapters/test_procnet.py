@@ -6,7 +6,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.adapters import procnet
+from sidecar.adapters.traffic import procnet
 from sidecar.model.traffic import TcpState
 
 HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"  # noqa: E501 - the kernel's own header

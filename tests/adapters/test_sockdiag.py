@@ -7,8 +7,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from sidecar.adapters.netns import NetnsTrafficSource
-from sidecar.adapters.sockdiag import SockDiag, port_filter
+from sidecar.adapters.traffic.netns import NetnsTrafficSource
+from sidecar.adapters.traffic.sockdiag import SockDiag, port_filter
 from sidecar.model.traffic import Connection, TcpState, is_in_flight
 
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from sidecar.adapters import procnet
-from sidecar.adapters.sockdiag import SockDiag
+from sidecar.adapters.traffic import procnet
+from sidecar.adapters.traffic.sockdiag import SockDiag
 from sidecar.errors import AdapterError
 from sidecar.model.traffic import TrafficSample
 
