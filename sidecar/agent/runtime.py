@@ -13,9 +13,9 @@ from aiohttp import web
 from sidecar.adapters.envoy import EnvoyAdmin
 from sidecar.adapters.http_action import HttpClient, http_actions
 from sidecar.adapters.kube import KubeApi
-from sidecar.adapters.netns import NetnsTrafficSource
 from sidecar.adapters.processes import ProcessProbe
 from sidecar.adapters.registries import build_registries
+from sidecar.adapters.traffic.netns import NetnsTrafficSource
 from sidecar.agent.events import EventPoster, FanOut
 from sidecar.agent.metrics import Metrics
 from sidecar.agent.server import build_app
