@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -121,8 +122,14 @@ def test_invalid_settings_exit_2_with_a_message_naming_the_key(
     )
 
 
-async def test_sigterm_with_no_hook_exits_after_the_linger(tmp_path: Path) -> None:
+async def test_sigterm_with_no_hook_exits_after_the_linger_and_every_line_names_the_pod(
+    tmp_path: Path,
+) -> None:
     port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"KUBECONFIG", "KUBERNETES_SERVICE_HOST"}
+    }
+    env.update(POD_NAME="web-1", POD_NAMESPACE="shop")
     path = tmp_path / "s.yaml"
     path.write_text(
         f"containers: [{{name: app}}]\nserver: {{port: {port}, allow_unauthenticated: true, "
@@ -132,6 +139,7 @@ async def test_sigterm_with_no_hook_exits_after_the_linger(tmp_path: Path) -> No
         "agent",
         [sys.executable, "-m", "sidecar", "agent", "-c", str(path), "--log-format", "json"],
         tmp_path,
+        env,
     )
     await wait_for_port("127.0.0.1", port)
     loop = asyncio.get_running_loop()
@@ -142,6 +150,7 @@ async def test_sigterm_with_no_hook_exits_after_the_linger(tmp_path: Path) -> No
     events = [line["event"] for line in agent.json_lines()]
     assert events[-2:] == ["sigterm_received", "agent_exiting"]
     assert agent.json_lines()[-1]["reason"] == "no_hook"
+    assert {(line["pod"], line["namespace"]) for line in agent.json_lines()} == {("web-1", "shop")}
 
 
 def test_the_agent_refuses_a_template_this_pod_cannot_fill_with_exit_2(

@@ -191,6 +191,8 @@ async def run(settings: Settings) -> None:
     sigint = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, sigterm.set)
     loop.add_signal_handler(signal.SIGINT, sigint.set)
+    # Every line the agent logs names its pod: one JSON stream may carry many pods' lines.
+    structlog.contextvars.bind_contextvars(pod=settings.pod.name, namespace=settings.pod.namespace)
     agent = await start_agent(settings)
     try:
         waiters = {asyncio.ensure_future(sigterm.wait()), asyncio.ensure_future(sigint.wait())}
