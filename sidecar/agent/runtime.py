@@ -11,24 +11,22 @@ import structlog
 from aiohttp import web
 
 from sidecar.adapters.envoy import EnvoyAdmin
-from sidecar.adapters.http_action import HttpClient, http_actions
 from sidecar.adapters.kube import KubeApi
 from sidecar.adapters.processes import ProcessProbe
-from sidecar.adapters.registries import build_registries
 from sidecar.adapters.traffic.netns import NetnsTrafficSource
 from sidecar.agent.events import EventPoster, FanOut
 from sidecar.agent.metrics import Metrics
 from sidecar.agent.server import build_app
 from sidecar.errors import AgentStopError
-from sidecar.model.http_action import identity_of
 from sidecar.model.plan import inbound_ports
 from sidecar.shutdown.coordinator import Coordinator
-from sidecar.shutdown.registries import Announce, Retire
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from sidecar.adapters.http_action import HttpClient
     from sidecar.settings import Settings
+    from sidecar.shutdown.registries import Announce, Retire
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +66,12 @@ def registry_phases(settings: Settings) -> RegistryPhases:
     """
     if not (settings.registries or settings.offline_calls or settings.config_cleanup):
         return RegistryPhases(None, None, None)
+    # Only pods that use registries pay for their modules at start.
+    from sidecar.adapters.http_action import HttpClient, http_actions  # noqa: PLC0415
+    from sidecar.adapters.registries import build_registries  # noqa: PLC0415
+    from sidecar.model.http_action import identity_of  # noqa: PLC0415
+    from sidecar.shutdown.registries import Announce, Retire  # noqa: PLC0415
+
     pod, http = identity_of(settings.pod), HttpClient()
     registries = build_registries(settings.registries, pod, http)
     offline = http_actions(settings.offline_calls, pod, http, "offline_calls")

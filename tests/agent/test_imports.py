@@ -15,3 +15,19 @@ def test_starting_the_agent_does_not_import_the_kubernetes_client() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+def test_a_pod_without_registries_does_not_import_the_registry_modules() -> None:
+    lazy = (
+        "sidecar.adapters.http_action",
+        "sidecar.adapters.registries",
+        "sidecar.shutdown.registries",
+    )
+    probe = (
+        "import sys, sidecar.cli, sidecar.agent.runtime; "
+        f"print(sorted(m for m in {lazy!r} if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
