@@ -66,13 +66,6 @@ async def echo() -> AsyncIterator[Echo]:
     await server.server.close()
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[HttpClient]:
-    http = HttpClient()
-    yield http
-    await http.close()
-
-
 def _deadline(seconds: float = 5.0) -> float:
     return asyncio.get_running_loop().time() + seconds
 
