@@ -1,5 +1,8 @@
+"""The Envoy admin adapter against the real Envoy: inbound drain, counts, quit, errors named."""
+
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,8 +79,12 @@ async def test_quit_ends_the_envoy_process(pod: Pod) -> None:
 
 
 async def test_an_unreachable_admin_api_is_an_adapter_error_not_a_hang() -> None:
-    admin = EnvoyAdmin(f"http://127.0.0.1:{free_port()}", timeout_seconds=0.5)
-    with pytest.raises(AdapterError, match="drain_listeners"):
+    host = f"127.0.0.1:{free_port()}"
+    admin = EnvoyAdmin(f"http://{host}", timeout_seconds=0.5)
+    # The message names the call (method, URL, flags) and why nothing answered.
+    drain = re.escape(f"POST http://{host}/drain_listeners?inboundonly&graceful&skip_exit: ")
+    refused = re.escape(f"ClientConnectorError: Cannot connect to host {host}")
+    with pytest.raises(AdapterError, match=f"^{drain}{refused}"):
         await admin.drain_inbound()
     assert await admin.quit_pilot_agent() is False
     await admin.close()
@@ -85,6 +92,7 @@ async def test_an_unreachable_admin_api_is_an_adapter_error_not_a_hang() -> None
 
 async def test_an_answer_other_than_200_is_an_adapter_error_with_its_status(pod: Pod) -> None:
     admin = EnvoyAdmin(pod.url)  # the listener, not the admin: the app answers 404
-    with pytest.raises(AdapterError, match="HTTP 404"):
+    call = re.escape(f"GET {pod.url}server_info: HTTP 404: ")
+    with pytest.raises(AdapterError, match=f"^{call}"):
         await admin.server_info()
     await admin.close()

@@ -1,3 +1,5 @@
+"""Quitting Istio's pilot-agent: one POST /quitquitquit reaches it; a GET is refused."""
+
 from __future__ import annotations
 
 import aiohttp

@@ -1,3 +1,5 @@
+"""The process probe: a process is seen by its comm name while it runs, not after it exits."""
+
 from __future__ import annotations
 
 import asyncio

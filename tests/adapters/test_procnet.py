@@ -1,3 +1,5 @@
+"""/proc/net/tcp rows: addresses, ports, states and queues decoded; junk skipped, never raised."""
+
 from __future__ import annotations
 
 import socket
@@ -60,7 +62,11 @@ def test_other_ports_and_garbage_lines_are_skipped() -> None:
 
 @given(st.text(max_size=300))
 def test_parse_never_raises_on_any_text(text: str) -> None:
-    list(procnet.parse(HEADER + text, frozenset(range(1, 100))))
+    ports = frozenset(range(1, 100))
+    for conn, port in procnet.parse(HEADER + text, ports):
+        # Whatever junk parses yields either a connection or a listening port, on a watched port.
+        assert (conn is None) != (port is None)
+        assert (conn.local_port if conn is not None else port) in ports
 
 
 def test_read_sees_a_real_loopback_connection_in_both_tables(tmp_path: Path) -> None:

@@ -1,3 +1,5 @@
+"""sock_diag on real sockets: in-flight vs idle, the kernel port filter, the /proc fallback."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,4 @@
-"""The whole agent (runtime, server, coordinator, Kubernetes adapter) against the stand-in."""
+"""The whole agent against the API stand-in: restart vs deletion, pod grace, Events, idle API."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from sidecar.agent.runtime import Agent, start_agent, stop_agent
 from sidecar.drill.control_plane import ControlPlane, Faults
@@ -17,6 +18,7 @@ from sidecar.drill.procs import free_port
 from sidecar.settings import TOKEN_HEADER, from_mapping
 
 TOKEN = "kube-token-0123456789abcdef"
+REASONS = ("AppReleased", "OutOfRotation", "ShutdownFinished")
 Start = Callable[..., Awaitable[Agent]]
 
 
@@ -130,9 +132,19 @@ async def test_milestones_and_warnings_become_events_on_the_pod(
         await agent.coordinator.wait_finished()
     assert agent.events is not None
     await agent.events.flush(2.0)
-    reasons = [e["reason"] for e in cp.events_for(NAMESPACE, "web-1")]
-    assert reasons.count("AppReleased") == 2
-    assert {"OutOfRotation", "ShutdownFinished"} <= set(reasons)
+    events = cp.events_for(NAMESPACE, "web-1")
+    messages = {r: sorted(e["message"] for e in events if e["reason"] == r) for r in REASONS}
+    # Each milestone names what it is about: the containers and their reason, the verdict.
+    assert messages["AppReleased"] == [
+        "container app released (turn)",
+        "container sidecar released (turn)",
+    ]
+    (out,) = messages["OutOfRotation"]
+    assert out.startswith("out of rotation after "), out
+    assert out.endswith(" s (verdict=out_of_rotation)"), out
+    (finished,) = messages["ShutdownFinished"]
+    assert finished.startswith("shutdown ok in "), finished
+    assert [e["type"] for e in events] == ["Normal"] * 4  # nothing else was posted
 
 
 async def test_a_forbidden_pod_read_is_trusted_by_default_and_warned_about(
@@ -153,10 +165,17 @@ async def test_a_forbidden_pod_read_is_trusted_by_default_and_warned_about(
     assert confirm["outcome"] == "degraded"
     assert confirm["detail"]["treated_as"] == "deletion"
     assert unroute["outcome"] == "degraded"
+    assert unroute["detail"]["reason"] == "API not available: waited a fixed delay"
     warnings = [e for e in cp.events_for(NAMESPACE, "web-1") if e["type"] == "Warning"]
-    assert any(
-        e["reason"] == "ShutdownPhaseDegraded" and "confirm" in e["message"] for e in warnings
-    )
+    assert sorted(e["reason"] for e in warnings) == [
+        "ShutdownFinished",
+        "ShutdownPhaseDegraded",
+        "ShutdownPhaseDegraded",
+    ]
+    # The confirm warning names the failed call, its status and what the hook was taken for.
+    (said,) = [e["message"] for e in warnings if e["message"].startswith("confirm: ")]
+    assert said.startswith("confirm: degraded (by=token, api_error=get pod: HTTP 403: "), said
+    assert said.endswith(", treated_as=deletion)"), said
 
 
 async def test_an_event_api_that_hangs_never_delays_a_hook(cp: ControlPlane, start: Start) -> None:
@@ -165,15 +184,22 @@ async def test_an_event_api_that_hangs_never_delays_a_hook(cp: ControlPlane, sta
     cp.delete_pod(NAMESPACE, "web-1")
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with asyncio.timeout(10):
-        await asyncio.gather(hook(agent, "app"), hook(agent, "sidecar"))
-        await agent.coordinator.wait_finished()
-    took = loop.time() - started
-    assert agent.events is not None
-    flush_started = loop.time()
-    await agent.events.flush(0.5)
+    with capture_logs() as logs:
+        async with asyncio.timeout(10):
+            await asyncio.gather(hook(agent, "app"), hook(agent, "sidecar"))
+            await agent.coordinator.wait_finished()
+        took = loop.time() - started
+        assert agent.events is not None
+        flush_started = loop.time()
+        await agent.events.flush(0.5)
     assert loop.time() - flush_started < 1.0
     # Each post gave up after the API timeout (0.5 s) on its own, beside the shutdown.
     assert agent.events.failures >= 1
+    # Only the first failure is logged, naming the Event that was lost: the first milestone.
+    (warned,) = [e for e in logs if e["event"] == "event_not_posted"]
+    assert warned["reason"] == "OutOfRotation"
+    # Usually the adapter's own timeout names the call; when the poster's equal timeout fires
+    # a moment before it, the bare TimeoutError has no text (reported as a bug, not fixed here).
+    assert warned["error"] in {"create event: no answer within 0.5 s", ""}
     assert took < 5
     assert cp.events_for(NAMESPACE, "web-1") == []

@@ -1,3 +1,5 @@
+"""The release plan: apps in groups (release_order's if given), the proxy last; inbound ports."""
+
 from __future__ import annotations
 
 from sidecar import settings

@@ -1,9 +1,13 @@
+"""The rotation verdict per slice conditions (D1-D13a), our endpoints, slice parsing errors."""
+
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
+from sidecar.errors import MalformedAnswerError
 from sidecar.model.rotation import (
     Endpoint,
     Rotation,
@@ -176,11 +180,21 @@ def test_parse_slice_of_a_placeholder_has_no_endpoints_d7() -> None:
 @pytest.mark.parametrize(
     ("endpoint", "message"),
     [
-        ({"addresses": "10.0.0.7"}, "addresses: expected a list of strings"),
-        ({"addresses": ["10.0.0.7"], "conditions": {"ready": "yes"}}, "conditions.ready"),
-        ({"addresses": ["10.0.0.7"], "conditions": []}, "conditions: expected an object"),
+        (
+            {"addresses": "10.0.0.7"},
+            "slice web-abc: endpoints[0].addresses: expected a list of strings, got '10.0.0.7'",
+        ),
+        (
+            {"addresses": ["10.0.0.7"], "conditions": {"ready": "yes"}},
+            "slice web-abc: endpoints[0].conditions.ready: expected true or false, got 'yes'",
+        ),
+        (
+            {"addresses": ["10.0.0.7"], "conditions": []},
+            "slice web-abc: endpoints[0].conditions: expected an object, got list",
+        ),
     ],
 )
 def test_parse_slice_names_what_is_malformed(endpoint: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    # The slice, the endpoint's index, the field, what was expected and what came.
+    with pytest.raises(MalformedAnswerError, match=f"^{re.escape(message)}$"):
         parse_slice(slice_doc(**endpoint))

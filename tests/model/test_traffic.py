@@ -1,3 +1,5 @@
+"""The traffic model: in flight vs idle keep-alive, what counts, activity, quiet, group exit."""
+
 from __future__ import annotations
 
 import ipaddress

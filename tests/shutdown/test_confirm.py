@@ -1,3 +1,5 @@
+"""Phase confirm: an API that hangs or answers junk is decided by policy, the failure named."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,10 +33,18 @@ async def test_an_api_that_never_answers_is_decided_by_policy_at_the_deadline() 
     assert confirmed.api_failed
     assert confirmed.result.outcome is Outcome.DEGRADED
     assert confirmed.result.detail["api_error"] == "no answer in time"
+    assert confirmed.result.detail["treated_as"] == "restart"
 
 
 async def test_a_malformed_pod_is_named_and_decided_by_policy() -> None:
     deadline = asyncio.get_running_loop().time() + 1
     confirmed = await confirm(BrokenPod(), uid="u", when_unconfirmed="deletion", deadline=deadline)
     assert confirmed.kind == "deletion"
-    assert "deletionTimestamp" in confirmed.result.detail["api_error"]
+    assert confirmed.api_failed
+    assert confirmed.result.outcome is Outcome.DEGRADED
+    assert confirmed.result.detail == {
+        "by": "token",
+        "api_error": "MalformedAnswerError: pod: metadata.deletionTimestamp: "
+        "expected RFC 3339, got 'yesterday'",
+        "treated_as": "deletion",
+    }

@@ -1,3 +1,5 @@
+"""The coordinator: hooks answered in plan order by their deadlines, whatever hangs; one run."""
+
 from __future__ import annotations
 
 import asyncio
@@ -110,6 +112,7 @@ async def test_quiet_traffic_releases_the_app_on_its_turn_and_the_proxy_after_th
     finished = [e for e in logs if e["event"] == "shutdown_finished"]
     assert len(finished) == 1
     assert finished[0]["phases"]["unroute"]["outcome"] == "degraded"
+    assert finished[0]["phases"]["unroute"]["reason"] == "API not available: waited a fixed delay"
     assert finished[0]["phases"]["drain"]["outcome"] == "ok"
     assert finished[0]["phases"]["exit"]["seen_by"] == "listening_sockets"
     await coordinator.close()

@@ -1,3 +1,5 @@
+"""The traffic monitor: interval stretched for costly samples; a failing source counted, named."""
+
 from __future__ import annotations
 
 import asyncio
