@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+#: How much longer than the API's own request timeout a post may take before it is dropped.
+_GUARD_SECONDS = 0.5
+
 _WARNING_REASONS = {
     Outcome.TIMED_OUT: "ShutdownPhaseTimedOut",
     Outcome.DEGRADED: "ShutdownPhaseDegraded",
@@ -30,7 +33,9 @@ class EventPoster:
     def __init__(self, sink: EventSink, settings: Settings) -> None:
         self._sink = sink
         self._roles = {c.name: c.role for c in settings.containers}
-        self._timeout = settings.kubernetes.request_timeout_seconds
+        # The adapter cuts each call at the request timeout and names the call; this guard is
+        # for a sink that never gives up, so it comes a little later and names itself.
+        self._timeout = settings.kubernetes.request_timeout_seconds + _GUARD_SECONDS
         self._tasks: set[asyncio.Task[None]] = set()
         self.failures = 0
 
@@ -69,7 +74,8 @@ class EventPoster:
         except Exception as e:  # an Event is a courtesy: it never stops anything
             self.failures += 1
             if self.failures == 1:
-                log.warning("event_not_posted", reason=reason, error=str(e))
+                error = f"no answer within {self._timeout} s" if type(e) is TimeoutError else str(e)
+                log.warning("event_not_posted", reason=reason, error=error)
 
     async def flush(self, timeout_seconds: float) -> None:
         """Wait a bounded time for posts still in flight (before the process exits)."""
