@@ -1,12 +1,16 @@
-"""Fixtures of the adapters' tests: a started fake registry server and an HTTP action client."""
+"""Fixtures of the adapters' tests: the API stand-in with pods in it, a fake registry, a client."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sidecar.adapters.http_action import HttpClient
+from sidecar.drill.control_plane import ControlPlane
+from tests.adapters.kube_pod import CONTROLLER_DELAY_SECONDS, Pod
 from tests.adapters.registry_server import FakeRegistryServer
 
 
@@ -24,3 +28,27 @@ async def client() -> AsyncIterator[HttpClient]:
     http = HttpClient()
     yield http
     await http.close()
+
+
+@pytest.fixture
+async def cp() -> AsyncIterator[ControlPlane]:
+    plane = ControlPlane()
+    await plane.start()
+    yield plane
+    await plane.stop()
+
+
+@pytest.fixture
+async def make_pod(cp: ControlPlane, tmp_path: Path) -> AsyncIterator[Any]:
+    made: list[Pod] = []
+
+    def make(ips: tuple[str, ...] = ("10.1.0.7",), **kw: Any) -> Pod:
+        pod = Pod(cp, tmp_path, ips, **kw)
+        # The slices are written at once for the setup; the deletion then takes a while (D10).
+        cp.controller_delay_seconds = CONTROLLER_DELAY_SECONDS
+        made.append(pod)
+        return pod
+
+    yield make
+    for pod in made:
+        await pod.api.close()
