@@ -64,12 +64,17 @@ class Reader:
         return read_as(hint, value, key)
 
     def _annotated(self, hint: Any, value: Any, key: str) -> Any:
-        result = self.read(get_args(hint)[0], value, key)
+        base = get_args(hint)[0]
+        # A number with rules of its own states its own minimum, in its own words.
+        own_minimum = base is float and any(isinstance(m, Rule) for m in hint.__metadata__)
+        result = self._number(value, key) if own_minimum else self.read(base, value, key)
         for rule in (m for m in hint.__metadata__ if isinstance(m, Rule)):
             if result is INVALID or result is None:
                 break  # a failed value is reported once; an optional one may be absent
             if not rule.test(result):
-                return self.error(key, f"expected {rule.expected}, got {rule.shown(result)}")
+                # A number is shown as it was written (-1, not -1.0), as every other bad value.
+                shown = rule.shown(value if own_minimum else result)
+                return self.error(key, f"expected {rule.expected}, got {shown}")
             result = rule.normalize(result)
         return result
 
@@ -78,10 +83,11 @@ class Reader:
             return value if isinstance(value, bool) else self.expected(key, "true or false", value)
         if isinstance(value, bool):
             pass  # a YAML true is no number and no string
-        elif hint is float and isinstance(value, int | float) and math.isfinite(value):
-            if value < 0:
+        elif hint is float:
+            number = self._number(value, key)
+            if number is not INVALID and number < 0:
                 return self.expected(key, "at least 0.0", value)
-            return float(value)
+            return number
         elif hint is int and isinstance(value, int):
             return value
         elif hint in {str, Secret} and isinstance(value, str):
@@ -91,6 +97,13 @@ class Reader:
         what = _NAMES[hint]
         if hint is float and key.lower().endswith("_seconds"):
             what = "a number of seconds"
+        return self.expected(key, what, value)
+
+    def _number(self, value: Any, key: str) -> Any:
+        """A finite number of any sign, as a float."""
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        what = "a number of seconds" if key.lower().endswith("_seconds") else "a number"
         return self.expected(key, what, value)
 
     def _literal(self, hint: Any, value: Any, key: str) -> Any:

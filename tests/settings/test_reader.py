@@ -89,7 +89,7 @@ def test_each_kind_checks_its_own_fields_and_refuses_the_others() -> None:
         [
             "test_registries[0].service: unknown key (known here: kind, url, timeout_seconds)",
             "test_registries[0].url: expected an http:// or https:// URL, got 'ftp://x'",
-            "test_registries[0].timeout_seconds: expected at least 0.1, got 0.0",
+            "test_registries[0].timeout_seconds: expected at least 0.1, got 0",
             "test_registries[1].address: required, but not set",
             "test_registries[1].meta: expected a mapping of strings to strings, got {'zone': 1}",
         ]
