@@ -16,7 +16,7 @@ from sidecar.adapters.processes import ProcessProbe
 from sidecar.adapters.traffic.netns import NetnsTrafficSource
 from sidecar.agent.events import EventPoster, FanOut
 from sidecar.agent.metrics import Metrics
-from sidecar.agent.server import build_app
+from sidecar.agent.server import start_server
 from sidecar.errors import AgentStopError
 from sidecar.model.plan import inbound_ports
 from sidecar.shutdown.coordinator import Coordinator
@@ -112,16 +112,7 @@ async def start_agent(settings: Settings) -> Agent:
         listener=FanOut(metrics, events) if events else metrics,
     )
     metrics.watch(coordinator.status, settings.budget.grace_seconds)
-    # Handlers still running at cleanup (held hooks) get the rest of the budget to finish.
-    runner = web.AppRunner(
-        build_app(settings, coordinator, metrics),
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=_FLUSH_SECONDS,
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.server.host or None, settings.server.port)
-    await site.start()
+    runner = await start_server(settings, coordinator, metrics, flush_seconds=_FLUSH_SECONDS)
     log.info(
         "agent_ready", port=settings.server.port, containers=[c.name for c in settings.containers]
     )

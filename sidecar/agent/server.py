@@ -149,3 +149,19 @@ def build_app(settings: Settings, coordinator: Coordinator, metrics: Metrics) ->
     app.router.add_get("/status", hooks.status)
     app.router.add_get("/metrics", hooks.metrics)
     return app
+
+
+async def start_server(
+    settings: Settings, coordinator: Coordinator, metrics: Metrics, *, flush_seconds: float
+) -> web.AppRunner:
+    """Serve on the configured address; held hooks get `flush_seconds` to finish at cleanup."""
+    runner = web.AppRunner(
+        build_app(settings, coordinator, metrics),
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=flush_seconds,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.server.host or None, settings.server.port)
+    await site.start()
+    return runner
