@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
-from aiohttp import web
 
 from sidecar.adapters.envoy import EnvoyAdmin
 from sidecar.adapters.kube import KubeApi
@@ -23,6 +22,8 @@ from sidecar.shutdown.coordinator import Coordinator
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from aiohttp import web
 
     from sidecar.adapters.http_action import HttpClient
     from sidecar.settings import Settings
