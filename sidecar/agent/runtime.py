@@ -154,30 +154,33 @@ async def stop_agent(agent: Agent) -> None:
         raise AgentStopError(failed)
 
 
-async def wait_until_safe_to_exit(agent: Agent) -> str:
+async def wait_until_safe_to_exit(coordinator: Coordinator, linger_seconds: float) -> str:
     """After our SIGTERM: finish the plan, and return once every hook is answered or time is up.
 
     An agent that exits on SIGTERM turns every held hook into "connection refused", and the
     pod into one with no hooks at all, so SIGTERM only starts this wait.
     """
-    coordinator = agent.coordinator
     loop = asyncio.get_running_loop()
     if not coordinator.status().started:
         # Hooks and our SIGTERM are sent at about the same moment; give the hooks a chance.
         try:
-            async with asyncio.timeout(agent.settings.server.idle_sigterm_linger_seconds):
+            async with asyncio.timeout(linger_seconds):
                 await coordinator.wait_first_hook()
         except TimeoutError:
             return "no_hook"
-    budget = coordinator.status().budget
-    if budget is None:  # a hook was seen but refused to start a shutdown
-        return "no_shutdown"
-    try:
-        async with asyncio.timeout_at(budget.hard_deadline + _FLUSH_SECONDS):
-            await coordinator.wait_finished()
-    except TimeoutError:
-        return "deadline"
-    return "finished" if loop.time() <= budget.hard_deadline else "deadline"
+    while True:
+        # Always the current plan: confirm may replace the first budget with the pod's own.
+        budget = coordinator.status().budget
+        if budget is None:  # a hook was seen but refused to start a shutdown
+            return "no_shutdown"
+        try:
+            async with asyncio.timeout_at(budget.hard_deadline + _FLUSH_SECONDS):
+                await coordinator.wait_finished()
+        except TimeoutError:
+            if coordinator.status().budget == budget:
+                return "deadline"
+            continue
+        return "finished" if loop.time() <= budget.hard_deadline else "deadline"
 
 
 async def run(settings: Settings) -> None:
@@ -198,7 +201,8 @@ async def run(settings: Settings) -> None:
         if sigterm.is_set():
             agent.coordinator.notice_own_sigterm()
             log.info("sigterm_received", shutdown_started=agent.coordinator.status().started)
-            exit_task = asyncio.ensure_future(wait_until_safe_to_exit(agent))
+            linger = settings.server.idle_sigterm_linger_seconds
+            exit_task = asyncio.ensure_future(wait_until_safe_to_exit(agent.coordinator, linger))
             interrupt = asyncio.ensure_future(sigint.wait())
             await asyncio.wait({exit_task, interrupt}, return_when=asyncio.FIRST_COMPLETED)
             interrupt.cancel()

@@ -1,14 +1,26 @@
-"""The agent's stop: every stage runs even when one fails; each failure is named, never hidden."""
+"""The agent's stop: every stage runs, failures named; the exit wait follows the current plan."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from structlog.testing import capture_logs
 
-from sidecar.agent.runtime import start_agent, stop_agent
+from sidecar.agent.runtime import start_agent, stop_agent, wait_until_safe_to_exit
 from sidecar.drill.procs import free_port
 from sidecar.errors import AgentStopError
-from tests.shutdown.doubles import pod_settings
+from sidecar.shutdown.coordinator import Coordinator
+from tests.shutdown.doubles import (
+    NoProcesses,
+    RecordingProxy,
+    ScriptedPod,
+    ScriptedTraffic,
+    endpoint,
+    pod_doc,
+    pod_settings,
+    slice_of,
+)
 
 
 class BrokenTraffic:
@@ -59,3 +71,29 @@ async def test_a_clean_stop_raises_nothing() -> None:
     agent.envoy = envoy  # type: ignore[assignment]
     await stop_agent(agent)
     assert envoy.closed
+
+
+@pytest.mark.looptime
+async def test_the_exit_wait_follows_the_budget_the_api_replanned() -> None:
+    # Settings say 4 s; the pod was deleted with 60 s, and the API says so after 1 s, while our
+    # own SIGTERM (classic mode) came with the first hook.
+    api = ScriptedPod([(1.0, pod_doc(deleting_grace_seconds=60))], [slice_of("web", endpoint())])
+    coordinator = Coordinator(
+        pod_settings(budget={"grace_seconds": 4}),
+        traffic=ScriptedTraffic(),
+        processes=NoProcesses(),
+        proxy=RecordingProxy(),
+        api=api,
+    )
+    loop = asyncio.get_running_loop()
+    hooks = [asyncio.ensure_future(coordinator.hook(name)) for name in ("app", "envoy")]
+    reason = await wait_until_safe_to_exit(coordinator, linger_seconds=5)
+    budget = coordinator.status().budget
+    assert budget is not None
+    assert budget.grace_seconds == 60
+    # The endpoint never left rotation, so the flight ran to the replanned times, far past 4 s.
+    assert reason == "finished"
+    assert loop.time() > budget.started_at + 50
+    assert all(hook.done() for hook in hooks)  # no held hook is cut by our exit
+    await asyncio.gather(*hooks)
+    await coordinator.close()

@@ -39,6 +39,7 @@ __all__ = [
     "HangingSampler",
     "NoProcesses",
     "RecordingProxy",
+    "ScriptedPod",
     "ScriptedProcesses",
     "ScriptedSlices",
     "ScriptedTraffic",
@@ -46,6 +47,7 @@ __all__ = [
     "StuckTraffic",
     "endpoint",
     "forever",
+    "pod_doc",
     "pod_settings",
     "sampling",
     "slice_of",
@@ -239,3 +241,38 @@ class StuckApi:
 class HangingRegistry:
     async def run(self, deadline: float) -> Result:
         return await forever()  # type: ignore[no-any-return]
+
+
+def pod_doc(*, deleting_grace_seconds: int | None = None) -> dict[str, Any]:
+    """Our pod as JSON: deleted with that grace (its deadline counted from now), or running."""
+    metadata: dict[str, Any] = {"uid": POD_UID}
+    if deleting_grace_seconds is not None:
+        deadline = time.gmtime(time.time() + deleting_grace_seconds)
+        metadata["deletionTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", deadline)
+        metadata["deletionGracePeriodSeconds"] = deleting_grace_seconds
+    return {"metadata": metadata, "status": {"podIP": POD_IP}}
+
+
+class ScriptedPod(ScriptedSlices):
+    """The API server: each read of our pod gets the next scripted answer after its delay.
+
+    The last answer repeats. EndpointSlices behave as in ScriptedSlices.
+    """
+
+    def __init__(
+        self,
+        answers: Sequence[tuple[float, dict[str, Any] | Exception]],
+        first: Sequence[Slice] = (),
+        **kw: Any,
+    ) -> None:
+        super().__init__(first, **kw)
+        self.answers = list(answers)
+        self.reads = 0
+
+    async def read_pod(self) -> dict[str, Any]:
+        delay, answer = self.answers[min(self.reads, len(self.answers) - 1)]
+        self.reads += 1
+        await asyncio.sleep(delay)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
