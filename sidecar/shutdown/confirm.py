@@ -24,6 +24,11 @@ class Confirmation:
     #: The API could not be asked: unroute must not rely on it either.
     api_failed: bool = False
 
+    @property
+    def confirmed(self) -> bool:
+        """Whether the API itself said the pod is being deleted (or already gone)."""
+        return self.kind == "deletion" and self.result.detail.get("by") == "api"
+
 
 async def confirm(
     pods: PodSource | None,

@@ -10,9 +10,11 @@ from sidecar.model.deadline import plan_from_settings
 from sidecar.model.flight import FlightState, FlightStatus
 from sidecar.model.plan import inbound_ports, release_groups
 from sidecar.model.traffic import policy_for
-from sidecar.shutdown.flight import Flight, Pod
+from sidecar.shutdown.confirm import Confirmation, confirm
+from sidecar.shutdown.flight import Flight
 from sidecar.shutdown.hooks import HookLedger
 from sidecar.shutdown.observe import TrafficMonitor
+from sidecar.shutdown.pod import Pod
 
 if TYPE_CHECKING:
     from sidecar.settings import Settings
@@ -67,26 +69,62 @@ class Coordinator:
         )
         self._flight: Flight | None = None
         self._task: asyncio.Task[None] | None = None
+        #: A re-confirm in progress (a hook came during a restart flight).
+        self._asking: asyncio.Task[None] | None = None
 
     def start(self, container: str | None = None) -> None:
         """Begin the shutdown once; later calls join it.
 
-        After a container restart, a new hook starts a new flight: the pod lives on and may
-        be deleted later.
+        Only a deletion the API confirmed is final. After a restart flight, or one the API could
+        not confirm, a new hook starts a new flight: the pod lives on, or may still be deleted.
+        While a restart flight runs, a new hook asks the API again, and a deletion takes over.
         """
-        hooks = self._pod.hooks
-        if self._flight is not None and self._flight.finished.is_set():
-            if self._flight.kind != "restart":
-                return
-            hooks.reset()
-            self._flight, self._task = None, None
+        flight = self._flight
+        if flight is None:
+            self._begin()
+        elif not flight.accepting:
+            if flight.final:
+                return  # every hook was answered, and stays so
+            self._begin(after=self._task)
+        elif flight.kind == "restart":
+            self._reconfirm(flight)
         if container is not None:
-            hooks.request(container)
-        if self._flight is None:
-            now = asyncio.get_running_loop().time()
-            budget = plan_from_settings(self._settings, started_at=now)
-            self._flight = Flight(self._pod, budget, self._listener)
-            self._task = asyncio.create_task(self._flight.run(), name="shutdown")
+            self._pod.hooks.request(container)
+
+    def _begin(
+        self, *, after: asyncio.Task[None] | None = None, confirmation: Confirmation | None = None
+    ) -> None:
+        self._pod.hooks.reset()
+        now = asyncio.get_running_loop().time()
+        budget = plan_from_settings(self._settings, started_at=now)
+        flight = Flight(self._pod, budget, self._listener, confirmation=confirmation, after=after)
+        self._flight = flight
+        self._task = asyncio.create_task(flight.run(), name="shutdown")
+
+    def _reconfirm(self, flight: Flight) -> None:
+        """Ask the API again, once at a time: a hook during a restart may be the pod's deletion."""
+        if self._pod.api is None or (self._asking is not None and not self._asking.done()):
+            return
+        self._asking = asyncio.create_task(self._take_over_if_deleted(flight), name="reconfirm")
+
+    async def _take_over_if_deleted(self, flight: Flight) -> None:
+        loop = asyncio.get_running_loop()
+        cap = self._settings.kubernetes.request_timeout_seconds + 0.5
+        confirmation = await confirm(
+            self._pod.api,
+            uid=self._settings.pod.uid,
+            when_unconfirmed="restart",  # an API that cannot say changes nothing
+            deadline=loop.time() + cap,
+        )
+        if not confirmation.confirmed or flight is not self._flight or not flight.accepting:
+            return
+        requested = self._pod.hooks.requested
+        flight.hand_over()
+        if self._task is not None:
+            self._task.cancel()
+        self._begin(after=self._task, confirmation=confirmation)
+        for name in requested:
+            self._pod.hooks.request(name)
 
     async def hook(self, container: str) -> None:
         """Serve one authorised hook for a known container: join the flight, wait for its turn."""
@@ -154,8 +192,9 @@ class Coordinator:
 
     async def close(self) -> None:
         """Cancel a running flight (process exit) and stop sampling."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._asking, self._task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._pod.monitor.stop()

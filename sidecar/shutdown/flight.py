@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from sidecar.model.deadline import replan
-from sidecar.model.report import Outcome, Phase, Result
+from sidecar.model.report import Outcome, Phase, Release, Result
 from sidecar.model.rotation import pod_key
 from sidecar.shutdown.confirm import Confirmation, confirm
 from sidecar.shutdown.drain import drain
@@ -24,55 +23,53 @@ if TYPE_CHECKING:
     from sidecar.model.flight import FlightKind
     from sidecar.model.plan import ReleaseGroup
     from sidecar.model.rotation import PodKey
-    from sidecar.settings import Settings
-    from sidecar.shutdown.hooks import HookLedger
-    from sidecar.shutdown.observe import TrafficMonitor
-    from sidecar.shutdown.protocols import (
-        ClusterApi,
-        ProcessProbe,
-        ProxyAdmin,
-        RegistryPhase,
-        ShutdownListener,
-    )
+    from sidecar.shutdown.pod import Pod
+    from sidecar.shutdown.protocols import RegistryPhase, ShutdownListener
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Pod:
-    """What every flight of this pod acts on and observes; built once by the coordinator."""
-
-    settings: Settings
-    groups: tuple[ReleaseGroup, ...]
-    hooks: HookLedger
-    monitor: TrafficMonitor
-    processes: ProcessProbe
-    #: Set when our own SIGTERM arrives (proof of the apps' exit in native mode).
-    own_sigterm: asyncio.Event
-    proxy: ProxyAdmin | None
-    api: ClusterApi | None
-    announce: RegistryPhase | None
-    retire: RegistryPhase | None
 
 
 class Flight:
     """One shutdown (or one container's restart), from the first hook to the last answer."""
 
-    def __init__(self, pod: Pod, budget: Budget, listener: ShutdownListener | None) -> None:
+    def __init__(
+        self,
+        pod: Pod,
+        budget: Budget,
+        listener: ShutdownListener | None,
+        *,
+        confirmation: Confirmation | None = None,
+        after: asyncio.Task[None] | None = None,
+    ) -> None:
         self.pod = pod
         self.budget = budget
         self.journal = Journal(listener)
+        #: What confirm said; given when this flight takes over from one that already asked.
+        self.confirmation = confirmation
         #: deletion or restart, once confirm has said which.
         self.kind: FlightKind | None = None
+        #: Whether a new hook joins this flight; false once its last answers are out.
+        self.accepting = True
+        #: Set when a later flight takes over this one's hooks (a deletion during a restart).
+        self.handed_over = False
         self.finished = asyncio.Event()
+        self._after = after
+
+    @property
+    def final(self) -> bool:
+        """Whether the API confirmed a deletion: then no later flight can follow this one."""
+        return self.confirmation is not None and self.confirmation.confirmed
+
+    def hand_over(self) -> None:
+        """A later flight answers this one's hooks; this one stops without answering them."""
+        self.handed_over, self.accepting = True, False
 
     async def run(self) -> None:
         """The whole flight; every hook is answered by its latest time whatever happens."""
+        if self._after is not None:  # the flight this one follows releases the sampler first
+            await asyncio.wait({self._after})
         loop = asyncio.get_running_loop()
         settings, budget = self.pod.settings, self.budget
-        structlog.contextvars.bind_contextvars(
-            pod=settings.pod.name, namespace=settings.pod.namespace
-        )
         log.info(
             "shutdown_started",
             grace_seconds=budget.grace_seconds,
@@ -94,28 +91,42 @@ class Flight:
             log.warning("shutdown_overran", phase=str(self.journal.current))
             overran = Result(Outcome.TIMED_OUT, {"reason": "hard deadline"})
             self.journal.record(self.journal.current or Phase.CONFIRM, loop.time(), overran)
+        except Exception as e:  # a bug must not end the flight without its answers
+            log.exception("flight_failed", phase=str(self.journal.current))
+            failed = Result(Outcome.ERROR, {"error": f"{type(e).__name__}: {e}"})
+            self.journal.record(self.journal.current or Phase.CONFIRM, loop.time(), failed)
         finally:
-            self.pod.hooks.cancel_timers()
-            # Never leave a hook hanging, whatever went wrong above.
-            if self.kind == "restart":
-                self.pod.hooks.release_requested("end")
-            else:
-                self._release_through(self.pod.groups[-1], "end")
-            await self.pod.monitor.stop()
-        self.journal.finish(self.budget, self.pod.hooks.releases)
-        self.finished.set()
+            releases = self._last_answers()
+            try:
+                await self.pod.monitor.stop()
+            finally:
+                if not self.handed_over:
+                    self.journal.finish(self.budget, releases)
+                self.finished.set()
+
+    def _last_answers(self) -> tuple[Release, ...]:
+        """Never leave a hook hanging, whatever went wrong; a hook after this starts anew."""
+        if self.handed_over:
+            return ()
+        self.accepting = False
+        self.pod.hooks.cancel_timers()
+        if self.kind == "restart":
+            self.pod.hooks.release_requested("end")
+        else:
+            self._release_through(self.pod.groups[-1], "end")
+        return self.pod.hooks.releases
 
     async def _confirm(self, deadline: float) -> Confirmation:
         started = asyncio.get_running_loop().time()
         self.journal.current = Phase.CONFIRM
-        confirmation = await confirm(
+        confirmation = self.confirmation or await confirm(
             self.pod.api,
             uid=self.pod.settings.pod.uid,
             when_unconfirmed=self.pod.settings.kubernetes.when_unconfirmed,
             deadline=deadline,
         )
         self.journal.record(Phase.CONFIRM, started, confirmation.result)
-        self.kind = confirmation.kind
+        self.confirmation, self.kind = confirmation, confirmation.kind
         return confirmation
 
     def _replan(self, confirmation: Confirmation) -> Budget:
@@ -165,10 +176,9 @@ class Flight:
         last_answer = budget.release_by[-1]
         # 2. announce runs beside unroute, quiesce and drain; it must end before release.
         first_release = budget.release_by[0]
-        announce = asyncio.create_task(
-            journal.run(Phase.ANNOUNCE, _registry(pod.announce, first_release), first_release),
-            name="announce",
-        )
+        announcing = _registry(pod.announce, first_release)
+        announced = journal.run(Phase.ANNOUNCE, announcing, first_release, beside=True)
+        announce = asyncio.create_task(announced, name="announce")
         try:
             pod.monitor.start()
             # 3. unroute: the control plane takes the pod out of rotation.
@@ -184,7 +194,7 @@ class Flight:
             deadline = budget.phase_deadline(loop.time(), phases.quiesce_max_seconds)
             quiet = quiesce(
                 pod.monitor,
-                pod.proxy if pod.settings.envoy.drain_inbound else None,
+                pod.proxy if pod.settings.envoy.drain_inbound and self._proxy_hooked() else None,
                 deadline=deadline,
                 window_seconds=phases.quiet_window_seconds,
                 min_seconds=phases.quiesce_min_seconds,
@@ -207,7 +217,7 @@ class Flight:
             announce.cancel()
         # 7. the apps exit; the proxy carries their last outbound calls until then.
         deadline = last_answer if proxy_group is not None else budget.hard_deadline
-        if proxy_group is not None or pod.retire is not None:
+        if (proxy_group is not None and self._proxy_hooked()) or pod.retire is not None:
             await journal.run(Phase.EXIT, self._exit(apps[-1], deadline), deadline)
         # 8. retire before the proxy goes: registry calls may need the mesh.
         await journal.run(Phase.RETIRE, _registry(pod.retire, deadline), deadline)
@@ -235,7 +245,22 @@ class Flight:
             own_sigterm=self.pod.own_sigterm if native else None,
         )
 
+    def _proxy_hooked(self) -> bool:
+        """Whether the proxy may be acted on: its own hook came, or the API confirmed deletion.
+
+        A hook for the app alone (a live pod, a leaked token, an API that cannot say) must not
+        drain or quit the proxy: the endpoint only ever waits.
+        """
+        requested = self.pod.hooks.requested
+        return self.final or any(
+            c.role == "proxy" and c.name in requested for c in self.pod.settings.containers
+        )
+
     async def _release_proxy(self, group: ReleaseGroup, drain_deadline: float) -> Result:
+        if not self._proxy_hooked():
+            self._release_through(group, "turn")
+            untouched = "untouched: no proxy hook and no confirmed deletion"
+            return Result(Outcome.SKIPPED, {"proxy": untouched})
         drained = await drain(self.pod.monitor, deadline=drain_deadline, ports=group.ports)
         self._release_through(group, "turn")
         detail: dict[str, Any] = {"proxy_in_flight": drained.outcome.value}

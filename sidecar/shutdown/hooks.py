@@ -11,6 +11,7 @@ import structlog
 
 from sidecar.model.flight import HookCounts
 from sidecar.model.report import Release
+from sidecar.shutdown.journal import guarded
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -91,7 +92,8 @@ class HookLedger:
             self._releases.append(release)
             log.info("container_released", container=name, reason=reason)
             if self._listener is not None:
-                self._listener.container_released(release)
+                with guarded("container_released"):
+                    self._listener.container_released(release)
 
     def release_requested(self, reason: str) -> None:
         """Answer every container whose hook came in this flight."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -10,7 +11,7 @@ import structlog
 from sidecar.model.report import Outcome, PhaseRecord, Result, summarise
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Coroutine, Iterator
 
     from sidecar.model.deadline import Budget
     from sidecar.model.report import Phase, Release
@@ -43,10 +44,15 @@ class Journal:
         deadline: float,
         *,
         group: int | None = None,
+        beside: bool = False,
     ) -> Result:
-        """Run one phase; it never raises, and never outlives its deadline by much."""
+        """Run one phase; it never raises, and never outlives its deadline by much.
+
+        A phase run `beside` the sequence (announce) is recorded but is not the current one.
+        """
         started = asyncio.get_running_loop().time()
-        self.current = phase
+        if not beside:
+            self.current = phase
         with structlog.contextvars.bound_contextvars(phase=str(phase)):
             log.info("phase_started", group=group)
             try:
@@ -75,7 +81,8 @@ class Journal:
             **result.detail,
         )
         if self._listener is not None:
-            self._listener.phase_finished(record)
+            with guarded("phase_finished"):
+                self._listener.phase_finished(record)
 
     def finish(self, budget: Budget, releases: tuple[Release, ...]) -> dict[str, Any]:
         """The canonical `shutdown_finished` line, logged once and told to the listener."""
@@ -88,5 +95,15 @@ class Journal:
         )
         log.info("shutdown_finished", **self.summary)
         if self._listener is not None:
-            self._listener.shutdown_finished(self.summary)
+            with guarded("shutdown_finished"):
+                self._listener.shutdown_finished(self.summary)
         return self.summary
+
+
+@contextlib.contextmanager
+def guarded(call: str) -> Iterator[None]:
+    """Run a listener's call; its bug is logged, and never stops the shutdown or an answer."""
+    try:
+        yield
+    except Exception:
+        log.exception("listener_failed", call=call)

@@ -95,7 +95,8 @@ async def test_quiet_traffic_releases_the_app_on_its_turn_and_the_proxy_after_th
     start = loop.time()
     traffic.busy_until = start + 2.5  # a request in flight, then silence
     with capture_logs() as logs:
-        coordinator.start()
+        coordinator.start("app")
+        coordinator.start("envoy")  # the kubelet calls every hook; the proxy's is held too
         await coordinator.wait_released("app")
         app_at = loop.time() - start
         assert not coordinator.is_released("envoy")
@@ -140,7 +141,8 @@ async def test_native_sidecar_mode_takes_our_own_sigterm_as_the_apps_exit() -> N
     coordinator = Coordinator(
         settings, traffic=traffic, processes=NoProcesses(), proxy=RecordingProxy()
     )
-    coordinator.start()
+    coordinator.start("app")
+    coordinator.start("envoy")
     await coordinator.wait_released("app")
     # The app's port still listens (a child kept it), but the kubelet says every app exited.
     coordinator.notice_own_sigterm()
