@@ -13,6 +13,17 @@ if TYPE_CHECKING:
 
 Recipe = Literal["no-hook", "sleep-15", "netstat-loop", "coordinated"]
 RECIPES: tuple[Recipe, ...] = ("no-hook", "sleep-15", "netstat-loop", "coordinated")
+#: The classic fixed sleep of the `sleep-15` recipe, when the grace leaves room for it.
+CLASSIC_SLEEP_SECONDS = 15
+
+
+def fitting_sleep_seconds(grace_seconds: int) -> int:
+    """The fixed sleep that fits a grace: half of it in whole seconds (B17), at most 15 s.
+
+    A sleep cannot tell a drained app from a busy one, so it leaves the app as long for its
+    SIGTERM handling as it sleeps (docs/budget.md); 15 s at the usual 30 s grace.
+    """
+    return min(CLASSIC_SLEEP_SECONDS, grace_seconds // 2)
 
 
 @dataclass(frozen=True)
@@ -61,13 +72,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--duration", type=float, default=defaults.duration_seconds, help="least load time in all"
     )
-    parser.add_argument("--latency-ms", type=int, nargs=2, default=defaults.latency_ms)
+    parser.add_argument(
+        "--latency-ms",
+        type=int,
+        nargs=2,
+        default=defaults.latency_ms,
+        metavar=("LOW", "HIGH"),
+        help="each request takes a random time in this range (for example 1000 3000)",
+    )
     parser.add_argument(
         "--propagation-delay", type=float, default=defaults.propagation_delay_seconds
     )
     parser.add_argument("--grace", type=int, default=defaults.grace_seconds)
     parser.add_argument("--replicas", type=int, default=defaults.replicas)
-    parser.add_argument("--sleep-seconds", type=float, default=defaults.sleep_seconds)
+    parser.add_argument(
+        "--sleep-seconds",
+        type=float,
+        help="the sleep-15 recipe's sleep (default: half the grace, at most 15)",
+    )
     parser.add_argument(
         "--native", action="store_true", help="proxy and agent as native sidecars (KEP-753)"
     )
@@ -85,12 +107,15 @@ def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
         _refuse("--scenarios", args.scenarios, f"a comma-separated list of {', '.join(RECIPES)}")
     if args.replicas < 2:
         _refuse("--replicas", args.replicas, "at least 2 (traffic needs somewhere to go)")
+    sleep_seconds = args.sleep_seconds
+    if sleep_seconds is None:
+        sleep_seconds = float(fitting_sleep_seconds(args.grace))
     for flag, value in (
         ("--lead-seconds", args.lead_seconds),
         ("--tail-seconds", args.tail_seconds),
         ("--duration", args.duration),
         ("--propagation-delay", args.propagation_delay),
-        ("--sleep-seconds", args.sleep_seconds),
+        ("--sleep-seconds", sleep_seconds),
     ):
         if value < 0:
             _refuse(flag, value, "0 or more seconds")
@@ -101,8 +126,8 @@ def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
     low, high = args.latency_ms
     if not 0 <= low <= high:
         _refuse("--latency-ms", f"{low} {high}", "LOW HIGH with 0 <= LOW <= HIGH")
-    if args.sleep_seconds > args.grace:
-        _refuse("--sleep-seconds", args.sleep_seconds, f"at most the grace, {args.grace} s (B17)")
+    if sleep_seconds > args.grace:
+        _refuse("--sleep-seconds", sleep_seconds, f"at most the grace, {args.grace} s (B17)")
     params = DrillParams(
         rate_per_second=args.rate,
         lead_seconds=args.lead_seconds,
@@ -112,7 +137,7 @@ def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
         propagation_delay_seconds=args.propagation_delay,
         grace_seconds=args.grace,
         replicas=args.replicas,
-        sleep_seconds=args.sleep_seconds,
+        sleep_seconds=sleep_seconds,
         native=args.native,
     )
     return params, [r for r in RECIPES if r in recipes]

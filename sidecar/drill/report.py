@@ -6,12 +6,14 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
+from sidecar.drill.params import CLASSIC_SLEEP_SECONDS
+
 if TYPE_CHECKING:
     from sidecar.drill.params import DrillParams
     from sidecar.drill.scenarios import ScenarioResult
 
 _COLUMNS = (
-    ("scenario", "scenario", "{}"),
+    ("scenario", "label", "{}"),
     ("requests", "requests", "{}"),
     ("failed", "failed", "{}"),
     ("p99 ms", "latency_p99_ms", "{}"),
@@ -38,8 +40,16 @@ def rows(results: list[ScenarioResult], params: DrillParams) -> list[dict[str, A
         row = result.row(params.grace_seconds)
         row["failed"] = row["http_errors"] + row["transport_errors"]
         row["rate"] = f"{row['rate_achieved']}/{row['rate_asked']:g}"
+        row["label"] = _label(row["scenario"], params)
         out.append(row)
     return out
+
+
+def _label(recipe: str, params: DrillParams) -> str:
+    """The recipe as shown: `sleep-15` names the sleep it really had (shorter at a short grace)."""
+    if recipe == "sleep-15" and params.sleep_seconds != CLASSIC_SLEEP_SECONDS:
+        return f"sleep-{params.sleep_seconds:g}"
+    return recipe
 
 
 def table(results: list[ScenarioResult], params: DrillParams) -> str:
@@ -61,7 +71,7 @@ def table(results: list[ScenarioResult], params: DrillParams) -> str:
     for row in data:
         if row["failures"]:
             kinds = ", ".join(f"{k}: {v}" for k, v in sorted(row["failures"].items()))
-            lines.append(f"  {row['scenario']} failures: {kinds}")
+            lines.append(f"  {row['label']} failures: {kinds}")
     return "\n".join(lines)
 
 

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 
 #: The kubelet never gives a container less than this, even after a forced delete (B1).
 KUBELET_MIN_GRACE_SECONDS = 1.0
+#: Each SIGTERM reserve is at most this share of the usable grace (docs/budget.md): with a
+#: short grace the first group's latest release moves later instead of leaving it 5 s early.
+RESERVE_SHARE_OF_GRACE = 0.2
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,10 @@ def plan_budget(
     The kubelet counts each container's grace from the moment it starts the hooks, and the
     API's deletionTimestamp is an upper bound on the same instant. The last group (the proxy)
     is answered `answer_margin_seconds` before that; each earlier group leaves the next one
-    `sigterm_reserve_seconds` for its own SIGTERM handling, but the reserves together never
-    take more than half of what is left, so the phases before the first release keep time.
+    `sigterm_reserve_seconds` for its own SIGTERM handling, sized by the grace: at most
+    `RESERVE_SHARE_OF_GRACE` of it, and never so much that the first release comes before
+    half of the usable time. So the first group's latest release is never earlier than a
+    fixed `sleep` of half the grace would end (docs/budget.md).
     """
     hard = started_at + grace_seconds
     if deletion_deadline is not None:
@@ -64,7 +69,11 @@ def plan_budget(
     margin = min(answer_margin_seconds, usable / 4)
     last = hard - margin
     steps = max(group_count - 1, 0)
-    step = min(sigterm_reserve_seconds, (last - started_at) / (2 * steps)) if steps else 0.0
+    step = 0.0
+    if steps:
+        # The margin is at most a quarter, so at least a quarter of the grace is left to share.
+        room = (last - started_at) - usable / 2
+        step = min(sigterm_reserve_seconds, RESERVE_SHARE_OF_GRACE * usable, room / steps)
     release_by = tuple(last - step * (steps - index) for index in range(group_count))
     return Budget(started_at, grace_seconds, hard, release_by, step, margin)
 
@@ -95,15 +104,27 @@ def replan(
     *,
     now: float,
     now_epoch: float,
+    restarting: frozenset[str] = frozenset(),
 ) -> Budget | None:
-    """The budget once the API has told the pod's deletion grace and deadline (A3, B1).
+    """The budget once the API has told the pod's grace: its deletion's, or a restart's.
 
-    `now` is the loop clock and `now_epoch` the wall clock at the same instant, so that the
-    deletionTimestamp (wall clock) becomes a loop-clock deadline. None when the API told
-    nothing new: no deletion seen, so the configured grace stands.
+    Deletion (A3, B1): `now` is the loop clock and `now_epoch` the wall clock at the same
+    instant, so that the deletionTimestamp (wall clock) becomes a loop-clock deadline.
+    Restart (no deletionTimestamp): the kubelet kills the `restarting` containers (those whose
+    hooks came) with their liveness probe's grace, else the pod's spec grace (docs/budget.md),
+    counted from the first hook. None when the API told nothing: the configured grace stands.
     """
-    if deletion is None or deletion.deadline_epoch is None:
+    if deletion is None:
         return None
+    if deletion.deadline_epoch is None:
+        restart_grace = deletion.restart.seconds_for(restarting)
+        if restart_grace is None:
+            return None
+        return plan_from_settings(
+            settings,
+            started_at=budget.started_at,
+            grace_seconds=max(KUBELET_MIN_GRACE_SECONDS, restart_grace),
+        )
     given = deletion.grace_seconds
     grace = max(KUBELET_MIN_GRACE_SECONDS, budget.grace_seconds if given is None else given)
     return plan_from_settings(

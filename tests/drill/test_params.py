@@ -64,3 +64,20 @@ def test_good_flags_become_params_and_recipes_in_the_drill_order() -> None:
     )
     assert recipes == ["no-hook", "coordinated"]
     assert params == DrillParams(rate_per_second=50, latency_ms=(10, 20))
+
+
+@pytest.mark.parametrize(
+    ("grace", "sleep"),
+    [("30", 15.0), ("60", 15.0), ("10", 5.0), ("5", 2.0), ("1", 0.0)],
+)
+def test_the_sleep_recipe_defaults_to_the_fixed_sleep_that_fits_the_grace(
+    grace: str, sleep: float
+) -> None:
+    # `drill --grace 10` used to be refused: the default 15 s sleep did not fit (B17).
+    params, _ = params_from(parse(["--grace", grace]))
+    assert params.sleep_seconds == sleep
+
+
+def test_requests_of_one_to_three_seconds_are_a_latency_range() -> None:
+    params, _ = params_from(parse(["--grace", "10", "--latency-ms", "1000", "3000"]))
+    assert (params.latency_ms, params.grace_seconds, params.sleep_seconds) == ((1000, 3000), 10, 5)

@@ -63,3 +63,13 @@ def test_the_picture_is_svg_with_a_panel_per_scenario_axes_and_marks() -> None:
     assert "10/s" in texts  # the rate axis
     reds = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.get("fill") == "#d62728"]
     assert len(reds) == 1  # the five failures fall in one bucket of the no-hook panel
+
+
+def test_the_sleep_recipe_is_shown_with_the_sleep_it_really_had() -> None:
+    short = DrillParams(rate_per_second=10, grace_seconds=10, sleep_seconds=5.0)
+    lines = table([result("sleep-15", 2)], short).splitlines()
+    assert lines[2].split()[0] == "sleep-5"
+    assert "  sleep-5 failures: HTTP 503: 2" in lines
+    # The JSON keeps the recipe's id (bench/run.py looks rows up by it).
+    assert document([result("sleep-15", 0)], short)["scenarios"][0]["scenario"] == "sleep-15"
+    assert table([result("sleep-15", 0)], PARAMS).splitlines()[2].split()[0] == "sleep-15"
