@@ -36,14 +36,20 @@ class EnvoyAdmin:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
             async with self._session.request(method, URL(url, encoded=True)) as response:
-                body = await response.text()
-                if response.status != 200:
-                    raise AdapterError(
-                        f"{method} {url}: HTTP {response.status}: {truncate(body.strip())}"
-                    )
-                return body
+                raw = await response.read()
+                status = response.status
         except (TimeoutError, aiohttp.ClientError) as e:
             raise AdapterError(f"{method} {url}: {type(e).__name__}: {e}") from e
+        if status != 200:
+            shown = raw.decode("utf-8", errors="replace").strip()
+            raise AdapterError(f"{method} {url}: HTTP {status}: {truncate(shown)}")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            shown = raw.decode("utf-8", errors="backslashreplace")
+            raise AdapterError(
+                f"{method} {url}: body is not UTF-8 (at byte {e.start}): {truncate(shown)}"
+            ) from None
 
     async def drain_inbound(self) -> None:
         """Drain inbound listeners: Connection: close / GOAWAY as requests complete.

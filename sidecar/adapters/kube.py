@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import time
@@ -17,9 +18,10 @@ import structlog
 
 from sidecar.errors import ApiError, MalformedAnswerError, truncate
 from sidecar.model.rotation import SERVICE_LABEL, Slice, parse_slice
+from sidecar.model.watch_event import Bookmark, Lines, Skipped, Update, WatchError, read_line
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator, AsyncIterator
 
     from sidecar.settings import KubernetesSettings, PodIdentity
 
@@ -38,13 +40,15 @@ class KubeApi:
         self._pod = pod
         self._client: Any = None
         self._lock = asyncio.Lock()
+        #: Watch lines that were no usable event (each led to a fresh list), since the start.
+        self.skipped_watch_events = 0
 
     async def _api(self) -> Any:
         async with self._lock:
             if self._client is None:
-                # Imported here: the client is heavy, and only a shutdown needs it.
-                from kubernetes_asyncio import client, config  # noqa: PLC0415
-
+                # Imported here, and off the loop: the client is heavy (about 0.25 s of
+                # imports), and only a shutdown needs it.
+                client, config = await asyncio.to_thread(_import_client)
                 configuration = client.Configuration()
                 try:
                     if self._settings.kubeconfig:
@@ -53,7 +57,7 @@ class KubeApi:
                             client_configuration=configuration,
                         )
                     else:
-                        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                        config.load_incluster_config(client_configuration=configuration)
                 except Exception as e:
                     raise ApiError("configuration", None, f"{type(e).__name__}: {e}") from e
                 self._client = client.ApiClient(configuration=configuration)
@@ -73,8 +77,13 @@ class KubeApi:
         *,
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
+        stream_seconds: float | None = None,
     ) -> Any:
-        """One request through the client's REST layer; JSON in, JSON out, errors as ApiError."""
+        """One request through the client's REST layer; JSON in, JSON out, errors as ApiError.
+
+        With `stream_seconds`, the response itself once its headers say 2xx, left open to be
+        read for up to that long (a watch).
+        """
         api = await self._api()
         timeout = self._settings.request_timeout_seconds
         try:
@@ -90,17 +99,20 @@ class KubeApi:
                     body=body,
                     auth_settings=["BearerToken"],
                     _preload_content=False,
-                    _request_timeout=timeout,
+                    _request_timeout=stream_seconds or timeout,
                 )
+                ok = 200 <= response.status <= 299
+                if ok and stream_seconds is not None:
+                    return response
                 try:
-                    text = await response.text()
+                    text = await response.text(errors="strict" if ok else "replace")
                 finally:
                     response.release()
         except TimeoutError:
             raise ApiError(what, None, f"no answer within {timeout} s") from None
         except Exception as e:
             raise ApiError(what, None, f"{type(e).__name__}: {e}") from e
-        if not 200 <= response.status <= 299:
+        if not ok:
             raise ApiError(what, response.status, f"HTTP {response.status}: {truncate(text)}")
         try:
             return json.loads(text)
@@ -151,68 +163,88 @@ class KubeApi:
                     slices, revision = await self.list_slices(services)
                     current = {s.name: s for s in slices}
                     yield list(current.values())
-                async for event_type, obj in self._watch(services, revision, deadline):
-                    revision = obj.get("metadata", {}).get("resourceVersion") or revision
-                    if _apply(current, event_type, obj):
-                        retry = _RETRY_FIRST_SECONDS
-                        yield list(current.values())
+                relist = False
+                async with contextlib.aclosing(self._watch(services, revision, deadline)) as events:
+                    async for event in events:
+                        if isinstance(event, Skipped):
+                            # It may have been an update: only a fresh list can tell.
+                            self._skipped(event)
+                            relist = True
+                            break
+                        revision = event.revision or revision
+                        if isinstance(event, Update):
+                            _apply(current, event)
+                            retry = _RETRY_FIRST_SECONDS
+                            yield list(current.values())
             except ApiError as e:
                 if e.forbidden:
                     raise
                 log.info("slice_watch_restarting", reason=str(e))
-            except MalformedAnswerError as e:
-                log.warning("slice_watch_restarting", reason=f"malformed event: {e}")
-            else:
-                # A clean end at the server's timeout: watch again from the last revision (E8).
-                if loop.time() - watch_started >= self._settings.watch_inactivity_seconds / 2:
-                    relist = False
-                    continue
+                relist = True
+            # A clean end at the server's timeout: watch again from the last revision (E8).
+            if (
+                not relist
+                and loop.time() - watch_started >= self._settings.watch_inactivity_seconds / 2
+            ):
+                continue
             relist = True
             await asyncio.sleep(max(0.0, min(retry, deadline - loop.time())))
             retry = min(retry * 2, _RETRY_MAX_SECONDS)
 
+    def _skipped(self, event: Skipped) -> None:
+        self.skipped_watch_events += 1
+        total = self.skipped_watch_events
+        log.warning("slice_watch_event_skipped", reason=event.reason, skipped_total=total)
+
     async def _watch(
         self, services: frozenset[str], revision: str, deadline: float
-    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """(type, object) of one watch; ends cleanly or raises ApiError (410 included)."""
-        from kubernetes_asyncio import client, watch  # noqa: PLC0415
+    ) -> AsyncGenerator[Update | Bookmark | Skipped]:
+        """The events of one watch, line by line; ends cleanly or raises ApiError (410 too).
 
+        The lines are read here rather than by the client's Watch, which hands back the raw
+        text of a line it cannot parse (kubernetes-behaviour E2).
+        """
         loop = asyncio.get_running_loop()
         silence = self._settings.watch_inactivity_seconds
-        api = client.DiscoveryV1Api(await self._api())
         server_timeout = max(1, int(min(silence, deadline - loop.time())))
-        stream = watch.Watch(return_type="object").stream(
-            api.list_namespaced_endpoint_slice,
-            self._pod.namespace,
-            label_selector=_selector(services),
-            resource_version=revision,
-            allow_watch_bookmarks=True,
-            timeout_seconds=server_timeout,
-            _request_timeout=server_timeout + silence,
-        )
+        query = [
+            ("watch", "true"),
+            ("labelSelector", _selector(services)),
+            ("resourceVersion", revision),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(server_timeout)),
+        ]
+        path = f"/apis/discovery.k8s.io/v1/namespaces/{self._pod.namespace}/endpointslices"
+        stream_seconds = server_timeout + silence
+        what = "watch endpointslices"
+        response = await self._call(what, "GET", path, query=query, stream_seconds=stream_seconds)
         try:
+            lines = Lines()
             while True:
-                try:
-                    async with asyncio.timeout(silence + 1):
-                        event = await stream.__anext__()
-                except StopAsyncIteration:
+                data = await self._read(response, silence)
+                if not data:  # the end; a last line without its newline was cut short
+                    if (rest := lines.end()) is not None:
+                        yield Skipped(f"{_reason(read_line(rest))}, on a last line cut short")
                     return
-                except TimeoutError:
-                    raise ApiError(
-                        "watch endpointslices", None, f"silent for {silence} s"
-                    ) from None
-                except Exception as e:
-                    status = getattr(e, "status", None)
-                    raise ApiError(
-                        "watch endpointslices", status, f"{type(e).__name__}: {e}"
-                    ) from e
-                raw = event.get("raw_object")
-                if not isinstance(raw, dict):
-                    raise MalformedAnswerError(f"watch event without an object: {event!r:.80}")
-                yield str(event.get("type")), raw
+                for line in lines.feed(data):
+                    event = read_line(line)
+                    if isinstance(event, WatchError):
+                        raise ApiError(what, event.code, event.message)
+                    yield event
         finally:
-            with contextlib.suppress(Exception):
-                await stream.close()
+            response.close()
+
+    @staticmethod
+    async def _read(response: Any, silence: float) -> bytes:
+        """The next bytes of a stream (b"" at its end); silence or a drop is ApiError."""
+        try:
+            async with asyncio.timeout(silence + 1):
+                data: bytes = await response.content.readany()
+        except TimeoutError:
+            raise ApiError("watch endpointslices", None, f"silent for {silence} s") from None
+        except Exception as e:
+            raise ApiError("watch endpointslices", None, f"{type(e).__name__}: {e}") from e
+        return data
 
     async def post_event(self, reason: str, message: str, *, warning: bool = False) -> None:
         """An Event on our pod (core/v1), as `kubectl describe pod` shows them."""
@@ -241,16 +273,25 @@ class KubeApi:
         await self._call("create event", "POST", path, body=body)
 
 
-def _apply(current: dict[str, Slice], event_type: str, obj: dict[str, Any]) -> bool:
-    """Apply one watch event to the slices by name; False when nothing changed (a bookmark)."""
-    if event_type == "BOOKMARK":
-        return False
-    changed = parse_slice(obj)
-    if event_type == "DELETED":
-        current.pop(changed.name, None)
+def _apply(current: dict[str, Slice], update: Update) -> None:
+    """Apply one watch update to the slices, by name."""
+    if update.deleted:
+        current.pop(update.slice.name, None)
     else:
-        current[changed.name] = changed
-    return True
+        current[update.slice.name] = update.slice
+
+
+def _reason(event: object) -> str:
+    """Why a last line without its newline is skipped, even if it parsed: the stream was cut."""
+    return event.reason if isinstance(event, Skipped) else "an event without its newline"
+
+
+def _import_client() -> tuple[Any, Any]:
+    """The client's modules; run in a thread, so that the imports do not hold up the loop."""
+    return (
+        importlib.import_module("kubernetes_asyncio.client"),
+        importlib.import_module("kubernetes_asyncio.config"),
+    )
 
 
 def _selector(services: frozenset[str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 import pytest
@@ -178,3 +179,36 @@ async def test_e6_a_revision_that_left_the_bounded_history_is_expired(
     recent = await watch(http, PODS, resourceVersion=str(cp.store.revision - 1))
     cp.set_ready(NAMESPACE, "web-1", ready=True)
     assert (await recent.next() or {})["type"] == "MODIFIED"
+
+
+async def test_injected_garbage_is_one_line_per_watch_before_its_events(
+    cp: ControlPlane, http: aiohttp.ClientSession
+) -> None:
+    created = cp.create("pods", pod_object("web-1"))
+    cp.faults = Faults(watch_garbage=[b"not json", b"[1, 2]"])
+    rv = created["metadata"]["resourceVersion"]
+    first = await watch(http, PODS, resourceVersion=rv)
+    assert await asyncio.wait_for(first.response.content.readline(), 3) == b"not json\n"
+    second = await watch(http, PODS, resourceVersion=rv)
+    assert await asyncio.wait_for(second.response.content.readline(), 3) == b"[1, 2]\n"
+    cp.set_ready(NAMESPACE, "web-1", ready=False)
+    assert (await second.next() or {})["type"] == "MODIFIED"  # events follow as usual
+    third = await watch(http, PODS, resourceVersion=str(cp.store.revision))
+    cp.set_ready(NAMESPACE, "web-1", ready=True)
+    assert (await third.next() or {})["type"] == "MODIFIED"
+    assert cp.faults.watch_garbage == []
+
+
+async def test_a_truncated_watch_sends_half_of_its_first_event_then_ends_cleanly(
+    cp: ControlPlane, http: aiohttp.ClientSession
+) -> None:
+    created = cp.create("pods", pod_object("web-1"))
+    cp.faults = Faults(truncate_next_watches=1)
+    stream = await watch(http, PODS, resourceVersion=created["metadata"]["resourceVersion"])
+    cp.set_ready(NAMESPACE, "web-1", ready=False)
+    body = await asyncio.wait_for(stream.response.content.read(), 3)  # to the clean end
+    assert body.startswith(b'{"type": "MODIFIED"')
+    assert not body.endswith(b"\n")
+    with pytest.raises(ValueError, match=r"Unterminated|Expecting"):
+        json.loads(body)
+    assert cp.faults.truncate_next_watches == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -30,6 +30,12 @@ class Faults:
     delay_seconds: float = 0.0
     #: The next N watches from a specific revision find it expired (ERROR 410, E5).
     expire_next_watches: int = 0
+    #: Each watch opened takes the first of these lines and sends it as it is, before any
+    #: event: text that is not JSON, JSON that is not an event, an event of no known type...
+    watch_garbage: list[bytes] = field(default_factory=list)
+    #: The next N watches send their first event cut in half, without its newline, and end
+    #: there cleanly: a truncated last line.
+    truncate_next_watches: int = 0
 
     def applies_to(self, path: str) -> bool:
         """Whether the faults concern calls to this path."""
@@ -50,6 +56,17 @@ class Faults:
         if self.expire_next_watches <= 0:
             return False
         self.expire_next_watches -= 1
+        return True
+
+    def take_watch_garbage(self) -> bytes | None:
+        """The line the watch opening now sends before its events, if any (and take it)."""
+        return self.watch_garbage.pop(0) if self.watch_garbage else None
+
+    def take_truncated_watch(self) -> bool:
+        """Whether the watch opening now cuts its first event and ends (and count it)."""
+        if self.truncate_next_watches <= 0:
+            return False
+        self.truncate_next_watches -= 1
         return True
 
 

@@ -157,7 +157,11 @@ class ListWatch:
                 response, "ERROR", {**error, "message": str(e), "reason": "Expired", "code": 410}
             )
             return response
+        truncate = faults.take_truncated_watch()
         try:
+            garbage = faults.take_watch_garbage()
+            if garbage is not None:  # an injected line that is no valid event
+                await response.write(garbage + b"\n")
             for obj in initial if replay_all else ():  # E3: synthetic ADDED for what exists
                 await _send(response, "ADDED", obj)
             if initial_events and bookmarks:  # E10
@@ -170,6 +174,7 @@ class ListWatch:
                 lifetime,
                 settings.bookmark_interval_seconds if bookmarks else None,
                 (apiversion, kind),
+                truncate=truncate,
             )
         except ConnectionError:  # the client went away; aiohttp's reset error is one too
             return response
@@ -201,8 +206,14 @@ class ListWatch:
         lifetime_seconds: float,
         bookmark_every: float | None,
         kind: tuple[str, str],
+        *,
+        truncate: bool = False,
     ) -> bool:
-        """Send events until the timeout (clean end, E8) or a drop (returns True)."""
+        """Send events until the timeout (clean end, E8) or a drop (returns True).
+
+        With `truncate`, the first event is sent cut in half and the stream ends there cleanly.
+        """
+        send = _send_truncated if truncate else _send
         loop = asyncio.get_running_loop()
         ends_at = loop.time() + lifetime_seconds
         bookmarks = bookmark_every is not None
@@ -212,21 +223,22 @@ class ListWatch:
             now = loop.time()
             if now >= ends_at:
                 if bookmarks:  # E7: one just before the deadline
-                    await _send(response, "BOOKMARK", _mark(kind, self._store.revision))
+                    await send(response, "BOOKMARK", _mark(kind, self._store.revision))
                 return False
             wait = min(ends_at, next_mark if bookmarks else ends_at) - now
             try:
                 change = await asyncio.wait_for(watcher.queue.get(), wait)
             except TimeoutError:
                 if bookmarks and loop.time() >= next_mark:
-                    await _send(response, "BOOKMARK", _mark(kind, self._store.revision))
+                    if await send(response, "BOOKMARK", _mark(kind, self._store.revision)):
+                        return False
                     next_mark = loop.time() + every
                 continue
             if change is None:
                 return True
             event = watcher.event_for(change)
-            if event is not None:
-                await _send(response, *event)
+            if event is not None and await send(response, *event):
+                return False
 
 
 def _continue_from(text: str, ttl_seconds: float) -> tuple[str, int]:
@@ -244,5 +256,14 @@ def _mark(kind: tuple[str, str], revision: int) -> Object:
     return {"kind": kind[1], "apiVersion": kind[0], "metadata": {"resourceVersion": str(revision)}}
 
 
-async def _send(response: web.StreamResponse, kind: str, obj: Object) -> None:
+async def _send(response: web.StreamResponse, kind: str, obj: Object) -> bool:
+    """Write one event on its line; False: the stream goes on."""
     await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+    return False
+
+
+async def _send_truncated(response: web.StreamResponse, kind: str, obj: Object) -> bool:
+    """Write the first half of one event, without its newline; True: the stream ends here."""
+    line = json.dumps({"type": kind, "object": obj}).encode()
+    await response.write(line[: len(line) // 2])
+    return True
