@@ -33,6 +33,8 @@ log = structlog.get_logger(__name__)
 
 #: After the plan ends, how long the last answers get to reach the kubelet.
 _FLUSH_SECONDS = 1.0
+#: Each stop stage gets this long (the server's own flush included), so the exit is bounded.
+_STOP_STAGE_SECONDS = 2 * _FLUSH_SECONDS
 
 
 @dataclass
@@ -146,7 +148,11 @@ async def stop_agent(agent: Agent) -> None:
     failed: list[str] = []
     for name, stage in stages:
         try:
-            await stage()
+            async with asyncio.timeout(_STOP_STAGE_SECONDS):
+                await stage()
+        except TimeoutError:
+            log.warning("stop_stage_failed", stage=name, error="no end in time")
+            failed.append(f"{name}: did not end within {_STOP_STAGE_SECONDS} s")
         except Exception as e:
             log.exception("stop_stage_failed", stage=name)
             failed.append(f"{name}: {type(e).__name__}: {e}")

@@ -97,3 +97,25 @@ async def test_the_exit_wait_follows_the_budget_the_api_replanned() -> None:
     assert all(hook.done() for hook in hooks)  # no held hook is cut by our exit
     await asyncio.gather(*hooks)
     await coordinator.close()
+
+
+class HangingEnvoy:
+    """An Envoy admin client whose close never ends."""
+
+    async def close(self) -> None:
+        await asyncio.Event().wait()
+
+
+@pytest.mark.looptime
+async def test_a_stop_stage_that_hangs_is_cut_and_named() -> None:
+    settings = pod_settings(server={"host": "127.0.0.1", "port": free_port()})
+    agent = await start_agent(settings)
+    if agent.envoy is not None:
+        await agent.envoy.close()
+    agent.envoy = HangingEnvoy()  # type: ignore[assignment]
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(AgentStopError) as raised:
+        await stop_agent(agent)
+    assert raised.value.failures == ["envoy: did not end within 2.0 s"]
+    assert loop.time() - began == pytest.approx(2.0, abs=0.2)
