@@ -69,8 +69,8 @@ def _effective(configured: settings.BudgetSettings, budget: Budget) -> dict[str,
         "answer_margin_seconds": round(budget.answer_margin_seconds, 3),
     }
     why = {
-        "sigterm_reserve_seconds": "the reserves together take at most half of the time "
-        "before the last answer",
+        "sigterm_reserve_seconds": "each reserve is at most a fifth of the grace, and the "
+        "first release never comes before half of it",
         "answer_margin_seconds": "the margin is at most a quarter of the grace",
     }
     capped = [

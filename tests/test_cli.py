@@ -52,13 +52,13 @@ def test_check_prints_the_capped_values_the_plan_really_uses(
     )
     assert main(["check", "-c", str(path)]) == EXIT_OK
     document = json.loads(capsys.readouterr().out)
-    # The margin is at most a quarter of 30 s; the one reserve at most half of the 22.5 s left.
+    # The margin is at most a quarter of 30 s; the one reserve at most a fifth of the grace.
     assert document["effective"] == {
-        "budget": {"sigterm_reserve_seconds": 11.25, "answer_margin_seconds": 7.5},
+        "budget": {"sigterm_reserve_seconds": 6.0, "answer_margin_seconds": 7.5},
         "capped": [
             (
-                "budget.sigterm_reserve_seconds: 30 configured, 11.25 used "
-                "(the reserves together take at most half of the time before the last answer)"
+                "budget.sigterm_reserve_seconds: 30 configured, 6 used (each reserve is at most "
+                "a fifth of the grace, and the first release never comes before half of it)"
             ),
             (
                 "budget.answer_margin_seconds: 20 configured, 7.5 used "
@@ -67,7 +67,7 @@ def test_check_prints_the_capped_values_the_plan_really_uses(
         ],
     }
     assert document["budget"]["sigterm_reserve_seconds"] == 30.0
-    assert document["plan"][0]["latest_seconds_after_first_hook"] == 11.25
+    assert document["plan"][0]["latest_seconds_after_first_hook"] == 16.5
 
 
 def test_without_a_settings_file_check_says_so(
@@ -90,6 +90,49 @@ def test_every_invalid_setting_is_printed_on_its_own_line(
         "  server.port: expected a port outside Istio's 15000-15099, got 15001",
         "  server.allow_unauthenticated: expected true or false, got 1",
     ]
+
+
+HOSTILE = {
+    "a 400-digit seconds": TWO_GROUPS + f"budget: {{grace_seconds: {'9' * 400}}}\n",
+    "a 5000-digit port": "containers: [{name: app}]\n" + f"server: {{port: {'9' * 5000}}}\n",
+    "5000 levels of nesting": TWO_GROUPS + "pod: {ips: " + "[" * 5000 + "]" * 5000 + "}\n",
+    "the billion laughs": "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    + "".join(
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    + TWO_GROUPS
+    + "budget: {grace_seconds: *i}\n",
+    "a key twice": TWO_GROUPS + "phases: {quiet_window_seconds: 1, quiet_window_seconds: 5}\n",
+    "a timestamp that is no date": TWO_GROUPS + "pod: {name: 2001-13-45}\n",
+    "an explicit int tag on text": TWO_GROUPS + "server: {port: !!int nope}\n",
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE.values(), ids=HOSTILE.keys())
+def test_check_refuses_a_hostile_file_in_one_line_naming_the_file_or_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    assert main(["check", "-c", str(path)]) == EXIT_CONFIG
+    error = capsys.readouterr().err
+    assert error.startswith("shutdown-coordinator: invalid settings: ")
+    assert len(error.splitlines()) == 1
+    assert len(error) < 500
+    assert str(path) in error or error.split(": ")[2].split(".")[0] in {"budget", "server"}
+
+
+def test_check_refuses_a_settings_file_that_is_not_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_bytes(TWO_GROUPS.encode() + b"# caf\xe9\n")
+    assert main(["check", "-c", str(path)]) == EXIT_CONFIG
+    assert capsys.readouterr().err == (
+        f"shutdown-coordinator: invalid settings: settings file {str(path)!r}: "
+        "expected UTF-8 text, got byte 0xe9 at line 3, column 6\n"
+    )
 
 
 def test_a_bad_drill_parameter_exits_2_but_a_bug_is_a_failure(

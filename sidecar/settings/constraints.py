@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -11,10 +12,66 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
+#: A number written with more characters than this is refused before Python converts it.
+NUMBER_MAX_CHARS = 4000
+#: Containers deeper than this are shown as `[...]`; only the first few items are shown.
+_SHOWN_LEVELS = 2
+_SHOWN_ITEMS = 4
+
+
 def show(value: object) -> str:
-    """A short repr of a bad value for an error message."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A short repr of a bad value for an error message; never walks more than a few items."""
+    return clip(_bounded_repr(value, _SHOWN_LEVELS))
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """`text`, cut to `limit` characters with `...` when longer."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def key_name(key: object) -> str:
+    """A key of the file as an error names it: odd ones (spaces, newlines, numbers) quoted."""
+    if isinstance(key, str) and key.isidentifier():
+        return clip(key)
+    return show(key)
+
+
+def _bounded_repr(value: object, levels: int) -> str:
+    """repr(value), but a huge integer by its length and only the first items of a container."""
+    if isinstance(value, bool) or not isinstance(value, int | str | bytes | list | tuple | dict):
+        return repr(value)  # None, floats, dates, sets of scalars, a Secret's own repr
+    if isinstance(value, int):
+        # 190 bits is under 60 digits; beyond that repr is cut anyway, or refused (4300 digits).
+        return (
+            repr(value) if value.bit_length() <= 190 else f"an integer of {_digits(value)} digits"
+        )
+    if isinstance(value, str | bytes):
+        return repr(value[:61]) if type(value) in {str, bytes} else repr(value)
+    opening, closing = ("{", "}") if isinstance(value, dict) else ("(", ")")
+    opening, closing = ("[", "]") if isinstance(value, list) else (opening, closing)
+    if levels == 0:
+        return f"{opening}...{closing}" if value else opening + closing
+    if isinstance(value, dict):
+        items = [
+            f"{_bounded_repr(k, levels - 1)}: {_bounded_repr(v, levels - 1)}"
+            for k, v in list(value.items())[:_SHOWN_ITEMS]
+        ]
+    else:
+        items = [_bounded_repr(v, levels - 1) for v in value[:_SHOWN_ITEMS]]
+    more = ", ..." if len(value) > _SHOWN_ITEMS else ""
+    single = "," if isinstance(value, tuple) and len(value) == 1 else ""
+    return f"{opening}{', '.join(items)}{more}{single}{closing}"
+
+
+def _digits(number: int) -> int:
+    """How many decimal digits `number` has, without converting it to text."""
+    magnitude = abs(number)
+    digits = math.floor(math.log10(magnitude)) + 1
+    if 10**digits <= magnitude:
+        digits += 1
+    elif 10 ** (digits - 1) > magnitude:
+        digits -= 1
+    return digits
 
 
 def _same(value: Any) -> Any:
@@ -57,6 +114,28 @@ def min_chars(count: int) -> Rule:
     return Rule(
         f"at least {count} characters", lambda v: len(v) >= count, shown=lambda v: str(len(v))
     )
+
+
+def _unfit_for_a_header(token: str) -> str:
+    """The first character of `token` no HTTP header value can carry, by kind and position only."""
+    for position, char in enumerate(token, start=1):
+        if not "!" <= char <= "~":
+            kinds = {" ": "a space", "\t": "a tab", "\n": "a line break", "\r": "a line break"}
+            other = "a non-ASCII character" if char > "\x7f" else "a control character"
+            kind = kinds.get(char, other)
+            return f"{kind} at character {position}"
+    return "nothing unfit"
+
+
+#: Whitespace around a token is how a file or a Secret's value ends, never part of the token.
+TRIMMED = Rule("", lambda _: True, normalize=lambda v: type(v)(v.strip()))
+#: Visible ASCII only: a header value cannot hold a line break, and the kubelet sends the token
+#: as written while an HTTP server strips the spaces around it and decodes the rest as it likes.
+HEADER_VALUE = Rule(
+    "visible ASCII characters only (an HTTP header value)",
+    lambda v: all("!" <= c <= "~" for c in v),
+    shown=_unfit_for_a_header,
+)
 
 
 def _is_ip(value: str) -> bool:

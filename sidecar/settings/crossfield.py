@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sidecar.settings.constraints import clip, show
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -42,14 +44,16 @@ def release_order(settings: Settings) -> Errors:
             errors[key] = "expected a non-empty list of container names, got []"
         for name in group:
             if name not in apps:
-                errors[key] = f"{name!r} is not an app container (apps: {', '.join(apps)})"
+                errors[key] = (
+                    f"{show(name)} is not an app container (apps: {clip(', '.join(apps))})"
+                )
             elif name in seen:
-                errors[key] = f"{name!r} is already in an earlier group"
+                errors[key] = f"{show(name)} is already in an earlier group"
             seen.append(name)
     missing = [a for a in apps if a not in seen]
     if missing:
         errors["release_order"] = (
-            f"every app container must be listed; missing {', '.join(missing)}"
+            f"every app container must be listed; missing {clip(', '.join(missing))}"
         )
     return errors
 

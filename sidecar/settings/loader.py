@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_type_hints
 
-import yaml
-
 from sidecar.errors import ConfigError
-from sidecar.settings import crossfield
+from sidecar.settings import crossfield, yamlfile
+from sidecar.settings.constraints import clip
 from sidecar.settings.reader import INVALID, Reader
 from sidecar.settings.schema import ServerSettings, Settings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+#: At most this many errors are listed, then how many more there were.
+ERRORS_MAX = 50
+#: Each error line is at most this long.
+LINE_MAX_CHARS = 400
+#: A ConfigMap holds at most 1 MiB: a larger settings file is refused unread.
+FILE_MAX_BYTES = 1024 * 1024
+#: A token is tens of characters; a token file is refused unread beyond this.
+TOKEN_FILE_MAX_BYTES = 4096
 
 _SWITCH: dict[object, bool | None] = {
     "auto": None,
@@ -31,14 +38,14 @@ def load(path: str | None, environ: Mapping[str, str] | None = None) -> Settings
     env = os.environ if environ is None else environ
     if not path:
         raise ConfigError("no settings file given: pass -c FILE or set SHUTDOWN_COORDINATOR_CONFIG")
+    source = f"settings file {clip(repr(path), 200)}"
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"settings file {path!r}: cannot read it: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"settings file {path!r}: not valid YAML: {e}") from None
+        text = yamlfile.read_text(path, FILE_MAX_BYTES, " (a ConfigMap's limit)")
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    data = yamlfile.parse(text, source)
     if data is None:
-        raise ConfigError(f"settings file {path!r} is empty: expected at least `containers:`")
+        raise ConfigError(f"{source} is empty: expected at least `containers:`")
     return from_mapping(data, env)
 
 
@@ -58,8 +65,16 @@ def from_mapping(data: object, environ: Mapping[str, str]) -> Settings:
                 if key not in reader.failed:
                     reader.errors.setdefault(key, f"{key}: {message}")
     if reader.errors:
-        raise ConfigError("\n".join(reader.errors.values()))
+        raise ConfigError(_report(list(reader.errors.values())))
     return _fill_release_order(settings)
+
+
+def _report(errors: list[str]) -> str:
+    """The errors, one short line each; beyond ERRORS_MAX only how many more there were."""
+    lines = [clip(" ".join(e.split()), LINE_MAX_CHARS) for e in errors[:ERRORS_MAX]]
+    if len(errors) > ERRORS_MAX:
+        lines.append(f"... and {len(errors) - ERRORS_MAX} more errors")
+    return "\n".join(lines)
 
 
 def _resolve_kubernetes_switch(data: object, environ: Mapping[str, str], reader: Reader) -> object:
@@ -88,14 +103,16 @@ def _read_token_file(settings: Settings, reader: Reader) -> Any:
     if server.token is not None or not server.token_file:
         return settings
     key = "server.token_file"
+    path = clip(repr(server.token_file), 200)
     try:
-        text = Path(server.token_file).read_text(encoding="utf-8").strip()
-    except OSError as e:
+        text = yamlfile.read_text(server.token_file, TOKEN_FILE_MAX_BYTES)
+    except ValueError as e:
         reader.failed.add("server.token")
-        return reader.error(key, f"cannot read {server.token_file!r}: {e.strerror}")
-    except UnicodeDecodeError:
+        return reader.error(key, f"{path}: {e}")
+    if not text.strip():
         reader.failed.add("server.token")
-        return reader.expected(key, "a file of text", server.token_file)
+        return reader.error(key, f"{path} is empty: expected the hook token")
+    # Trimmed and checked by the token's own rules, as a token from anywhere else.
     token = reader.read(get_type_hints(ServerSettings, include_extras=True)["token"], text, key)
     if token is INVALID:
         reader.failed.add("server.token")

@@ -9,7 +9,7 @@ import types
 import typing
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from sidecar.settings.constraints import FromEnv, Rule, show
+from sidecar.settings.constraints import NUMBER_MAX_CHARS, FromEnv, Rule, key_name, show
 from sidecar.settings.schema import Secret
 
 if TYPE_CHECKING:
@@ -101,8 +101,13 @@ class Reader:
 
     def _number(self, value: Any, key: str) -> Any:
         """A finite number of any sign, as a float."""
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:  # an integer of hundreds of digits
+                number = math.inf
+            if math.isfinite(number):
+                return number
         what = "a number of seconds" if key.lower().endswith("_seconds") else "a number"
         return self.expected(key, what, value)
 
@@ -118,7 +123,7 @@ class Reader:
             return None
         if all(o in _NETWORKS for o in options):
             try:
-                return ipaddress.ip_network(str(value), strict=False)
+                return ipaddress.ip_network(value if isinstance(value, str) else "", strict=False)
             except ValueError:
                 return self.expected(key, "an IP address or CIDR", value)
         if all(dataclasses.is_dataclass(o) for o in options):
@@ -159,7 +164,7 @@ class Reader:
             return self.expected(key or "settings", "a mapping", value)
         fields = [f for f in dataclasses.fields(cls) if f.init]
         names = [f.name for f in fields]
-        for unknown in sorted(_name(k) for k in value if k not in names):
+        for unknown in sorted(key_name(k) for k in value if k not in names):
             self.error(join(key, unknown), f"unknown key (known here: {', '.join(names)})")
         hints = get_type_hints(cls, include_extras=True)
         given: dict[str, Any] = {}
@@ -194,11 +199,6 @@ class Reader:
         return from_file if env.fallback and from_file is not MISSING else from_env
 
 
-def _name(key: object) -> str:
-    """A key of the file as an error names it: odd ones (spaces, newlines, numbers) quoted."""
-    return key if isinstance(key, str) and key.isidentifier() else show(key)
-
-
 def _base(hint: Any) -> Any:
     """The type under an `Annotated`."""
     return get_args(hint)[0] if get_origin(hint) is typing.Annotated else hint
@@ -209,9 +209,13 @@ def _parse_env(hint: Any, text: str) -> Any:
     base = _base(hint)
     if get_origin(base) is tuple:
         return [part.strip() for part in text.split(",") if part.strip()]
-    if base in {float, int}:
-        try:
-            return base(text)
-        except ValueError:
-            return text
+    if base in {float, int} and len(text) <= NUMBER_MAX_CHARS:
+        # As YAML reads it: -1 stays an integer (and is shown as written); nan and inf stay text.
+        for number in (int, float):
+            try:
+                parsed = number(text)
+            except ValueError:
+                continue
+            if isinstance(parsed, int) or math.isfinite(parsed):
+                return parsed
     return text

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from sidecar.settings.constraints import Rule, at_least, show
+from sidecar.settings.constraints import Rule, at_least, clip, show
 
 Method = Literal["GET", "POST", "PUT", "DELETE", "PATCH"]
 BodyFormat = Literal["json", "form", "text"]
@@ -47,7 +47,7 @@ def _json_once_rendered(action: "HttpActionSettings") -> bool:
         return True
     try:
         json.loads(PLACEHOLDER.sub("x", action.body))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json can parse
         return False
     return True
 
@@ -55,7 +55,7 @@ def _json_once_rendered(action: "HttpActionSettings") -> bool:
 TEMPLATE = Rule(
     f"placeholders among {', '.join(KNOWN_PLACEHOLDERS)}",
     lambda v: unknown_placeholder(v) is None,
-    shown=lambda v: str(unknown_placeholder(v)),
+    shown=lambda v: clip(str(unknown_placeholder(v))),
 )
 URL_TEMPLATE = Rule("an http:// or https:// URL", lambda v: not v or bool(_URL.match(v)))
 HEADER_NAME = Rule("an HTTP header name", lambda v: bool(_HEADER_NAME.match(v)))
@@ -75,7 +75,7 @@ JSON_BODY = Rule(
 DISJOINT = Rule(
     "present_statuses and absent_statuses without a common status",
     lambda v: not set(v.present_statuses) & set(v.absent_statuses),
-    shown=lambda v: str(sorted(set(v.present_statuses) & set(v.absent_statuses))),
+    shown=lambda v: clip(str(sorted(set(v.present_statuses) & set(v.absent_statuses)))),
 )
 Status = Annotated[int, STATUS]
 Template = Annotated[str, TEMPLATE]

@@ -8,9 +8,11 @@ from typing import Annotated, Literal
 
 from sidecar.settings.constraints import (
     DNS_LABEL,
+    HEADER_VALUE,
     IP_ADDRESS,
     OUTSIDE_ISTIO,
     PORT,
+    TRIMMED,
     URL,
     FromEnv,
     at_least,
@@ -73,7 +75,14 @@ class ServerSettings:
     port: Annotated[int, PORT, OUTSIDE_ISTIO] = 15120
     #: Empty means every interface of both families: the kubelet calls the pod IP.
     host: str = ""
-    token: Annotated[Secret | None, min_chars(16), FromEnv("SHUTDOWN_COORDINATOR_TOKEN")] = None
+    #: Trimmed wherever it comes from (a file or a Secret's value often ends with a newline).
+    token: Annotated[
+        Secret | None,
+        TRIMMED,
+        HEADER_VALUE,
+        min_chars(16),
+        FromEnv("SHUTDOWN_COORDINATOR_TOKEN"),
+    ] = None
     #: Read at load when no token is given (a mounted Secret).
     token_file: str | None = None
     #: Only for local experiments: lets hooks through without a token.

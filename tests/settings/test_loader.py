@@ -85,7 +85,8 @@ def test_a_short_or_unreadable_token_file_is_named(tmp_path: Path) -> None:
     assert refused(data) == ["server.token_file: expected at least 16 characters, got 5"]
     data["server"] = {"token_file": str(tmp_path / "absent")}
     (line,) = refused(data)
-    assert line.startswith(f"server.token_file: cannot read {str(tmp_path / 'absent')!r}")
+    absent = repr(str(tmp_path / "absent"))
+    assert line == f"server.token_file: {absent}: cannot read it: No such file or directory"
 
 
 def test_the_environment_token_wins_and_a_short_one_is_named_without_its_value() -> None:
@@ -132,8 +133,12 @@ def test_unreadable_or_invalid_files_are_config_errors(tmp_path: Path) -> None:
         settings.load(str(missing), {})
     bad = tmp_path / "bad.yaml"
     bad.write_text("containers: [unclosed")
-    with pytest.raises(ConfigError, match=rf"^settings file {str(bad)!r}: not valid YAML"):
+    with pytest.raises(ConfigError) as caught:
         settings.load(str(bad), {})
+    assert str(caught.value) == (
+        f"settings file {str(bad)!r}: not valid YAML at line 1, column 22: "
+        "expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)"
+    )
 
 
 def test_every_error_in_a_file_is_reported_at_once() -> None:
