@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -189,6 +189,32 @@ async def wait_until_safe_to_exit(coordinator: Coordinator, linger_seconds: floa
         return "finished" if loop.time() <= budget.hard_deadline else "deadline"
 
 
+async def exit_when_safe(coordinator: Coordinator, linger_seconds: float) -> str:
+    """The exit wait, supervised: a bug in it must not end the process while hooks are held.
+
+    On an error, keep serving until the current plan's deadline has passed (and its answers
+    had their time to go out), then let the agent exit.
+    """
+    try:
+        return await wait_until_safe_to_exit(coordinator, linger_seconds)
+    except Exception:
+        log.exception("exit_wait_failed")
+    budget = coordinator.status().budget
+    if budget is not None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, budget.hard_deadline + _FLUSH_SECONDS - loop.time()))
+    return "exit_wait_failed"
+
+
+def _log_loop_error(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    error = context.get("exception")
+    log.error(
+        "unhandled_error",
+        message=context.get("message", ""),
+        error=f"{type(error).__name__}: {error}" if error else None,
+    )
+
+
 async def run(settings: Settings) -> None:
     """Serve until SIGTERM, then until it is safe to exit; SIGINT stops at once (local runs)."""
     loop = asyncio.get_running_loop()
@@ -196,6 +222,8 @@ async def run(settings: Settings) -> None:
     sigint = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, sigterm.set)
     loop.add_signal_handler(signal.SIGINT, sigint.set)
+    # An error nobody awaited is logged as one line, never a crash while hooks are held.
+    loop.set_exception_handler(_log_loop_error)
     # Every line the agent logs names its pod: one JSON stream may carry many pods' lines.
     structlog.contextvars.bind_contextvars(pod=settings.pod.name, namespace=settings.pod.namespace)
     agent = await start_agent(settings)
@@ -208,7 +236,7 @@ async def run(settings: Settings) -> None:
             agent.coordinator.notice_own_sigterm()
             log.info("sigterm_received", shutdown_started=agent.coordinator.status().started)
             linger = settings.server.idle_sigterm_linger_seconds
-            exit_task = asyncio.ensure_future(wait_until_safe_to_exit(agent.coordinator, linger))
+            exit_task = asyncio.ensure_future(exit_when_safe(agent.coordinator, linger))
             interrupt = asyncio.ensure_future(sigint.wait())
             await asyncio.wait({exit_task, interrupt}, return_when=asyncio.FIRST_COMPLETED)
             interrupt.cancel()

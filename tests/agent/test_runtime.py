@@ -7,7 +7,12 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
-from sidecar.agent.runtime import start_agent, stop_agent, wait_until_safe_to_exit
+from sidecar.agent.runtime import (
+    exit_when_safe,
+    start_agent,
+    stop_agent,
+    wait_until_safe_to_exit,
+)
 from sidecar.drill.procs import free_port
 from sidecar.errors import AgentStopError
 from sidecar.shutdown.coordinator import Coordinator
@@ -119,3 +124,30 @@ async def test_a_stop_stage_that_hangs_is_cut_and_named() -> None:
         await stop_agent(agent)
     assert raised.value.failures == ["envoy: did not end within 2.0 s"]
     assert loop.time() - began == pytest.approx(2.0, abs=0.2)
+
+
+class BrokenExitWait(Coordinator):
+    """A coordinator whose finish cannot be awaited: a bug in the exit wait."""
+
+    async def wait_finished(self) -> None:
+        raise RuntimeError("boom")
+
+
+@pytest.mark.looptime
+async def test_a_bug_in_the_exit_wait_keeps_the_agent_serving_until_the_deadline() -> None:
+    coordinator = BrokenExitWait(
+        pod_settings(budget={"grace_seconds": 10}),
+        traffic=ScriptedTraffic(),
+        processes=NoProcesses(),
+        proxy=RecordingProxy(),
+    )
+    coordinator.start("app")
+    budget = coordinator.status().budget
+    assert budget is not None
+    loop = asyncio.get_running_loop()
+    with capture_logs() as logs:
+        reason = await exit_when_safe(coordinator, linger_seconds=1)
+    assert reason == "exit_wait_failed"
+    assert loop.time() >= budget.hard_deadline  # the held hooks got their whole budget
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["exit_wait_failed"]
+    await coordinator.close()
