@@ -130,10 +130,15 @@ class Flight:
         return confirmation
 
     def _replan(self, confirmation: Confirmation) -> Budget:
-        """The pod's own deletion grace and deadline replace the configured grace (A3, B1)."""
+        """The pod's own grace replaces the configured one (A3, B1; a restart's: docs/budget.md)."""
         now = asyncio.get_running_loop().time()
         replanned = replan(
-            self.budget, self.pod.settings, confirmation.deletion, now=now, now_epoch=time.time()
+            self.budget,
+            self.pod.settings,
+            confirmation.deletion,
+            now=now,
+            now_epoch=time.time(),
+            restarting=self.pod.hooks.requested,
         )
         if replanned is not None:
             self.budget = replanned
@@ -142,7 +147,9 @@ class Flight:
                 "budget_planned",
                 grace_seconds=replanned.grace_seconds,
                 remaining_seconds=round(replanned.remaining(now), 3),
-                source="deletionGracePeriodSeconds",
+                source="deletionGracePeriodSeconds"
+                if confirmation.kind == "deletion"
+                else "terminationGracePeriodSeconds of the restarting container",
             )
         return self.budget
 

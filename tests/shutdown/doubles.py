@@ -243,14 +243,16 @@ class HangingRegistry:
         return await forever()  # type: ignore[no-any-return]
 
 
-def pod_doc(*, deleting_grace_seconds: int | None = None) -> dict[str, Any]:
+def pod_doc(
+    *, deleting_grace_seconds: int | None = None, spec: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Our pod as JSON: deleted with that grace (its deadline counted from now), or running."""
     metadata: dict[str, Any] = {"uid": POD_UID}
     if deleting_grace_seconds is not None:
         deadline = time.gmtime(time.time() + deleting_grace_seconds)
         metadata["deletionTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", deadline)
         metadata["deletionGracePeriodSeconds"] = deleting_grace_seconds
-    return {"metadata": metadata, "status": {"podIP": POD_IP}}
+    return {"metadata": metadata, "spec": spec or {}, "status": {"podIP": POD_IP}}
 
 
 class ScriptedPod(ScriptedSlices):

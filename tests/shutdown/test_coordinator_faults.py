@@ -203,3 +203,32 @@ async def test_a_broken_listener_never_stops_the_sequence_or_the_answers() -> No
     assert status.summary is not None
     assert {r.label: r.outcome for r in status.records}["unroute"] is Outcome.OK
     await coordinator.close()
+
+
+async def test_a_restart_is_answered_within_the_restarting_containers_own_grace() -> None:
+    # The app's liveness probe kills it with 5 s of grace, not the pod's 30 (KEP-2238).
+    spec = {
+        "terminationGracePeriodSeconds": 30,
+        "containers": [
+            {"name": "app", "livenessProbe": {"terminationGracePeriodSeconds": 5}},
+            {"name": "envoy"},
+        ],
+    }
+    traffic = ScriptedTraffic()
+    coordinator = Coordinator(
+        pod_settings(),
+        traffic=traffic,
+        processes=NoProcesses(),
+        proxy=RecordingProxy(),
+        api=ScriptedPod([(0.0, pod_doc(spec=spec))]),
+    )
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    traffic.busy_until = began + 60  # the app never drains
+    await coordinator.hook("app")
+    budget = coordinator.status().budget
+    assert budget is not None
+    assert budget.grace_seconds == 5
+    assert loop.time() - began <= 5 - 1  # answered a margin before the kubelet's kill
+    await coordinator.wait_finished()
+    await coordinator.close()
