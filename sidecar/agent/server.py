@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
-from sidecar.settings import TOKEN_HEADER
+from sidecar.agent.guard import ConnectionGuard, GuardedRunner, carries_token
 
 if TYPE_CHECKING:
+    from aiohttp.http_parser import RawRequestMessage
+
     from sidecar.agent.metrics import Metrics
     from sidecar.model.flight import FlightStatus
     from sidecar.settings import Settings
@@ -31,18 +32,22 @@ class Hooks:
         token = settings.server.token
         self._token = token.encode() if token else None
 
-    def _authorised(self, request: web.Request) -> bool:
+    def authorised(self, raw_headers: tuple[tuple[bytes, bytes], ...]) -> bool:
+        """Whether these headers may hold a hook; compared as raw bytes, so no byte can fail."""
         if self._token is None:
             return self._settings.server.allow_unauthenticated
-        given = request.headers.get(TOKEN_HEADER, "").encode()
-        return hmac.compare_digest(given, self._token)
+        return carries_token(raw_headers, self._token)
+
+    def trusts(self, message: RawRequestMessage) -> bool:
+        """Whether a request head makes its connection one of the kubelet's (an authorised hook)."""
+        return message.url.path.startswith("/prestop/") and self.authorised(message.raw_headers)
 
     async def prestop(self, request: web.Request) -> web.Response:
         """Hold the hook until this container's turn; the kubelet ignores the status code."""
         container = request.match_info["container"]
         peer = request.remote
         # The token comes first, so that a caller without it learns nothing, not even names.
-        if not self._authorised(request):
+        if not self.authorised(request.raw_headers):
             self._coordinator.reject_hook("token")
             log.warning(
                 "prestop_rejected", reason="bad or missing token", container=container, peer=peer
@@ -140,7 +145,10 @@ def status_document(settings: Settings, status: FlightStatus) -> dict[str, Any]:
 
 def build_app(settings: Settings, coordinator: Coordinator, metrics: Metrics) -> web.Application:
     """The aiohttp application with every route."""
-    hooks = Hooks(settings, coordinator, metrics)
+    return _routes(Hooks(settings, coordinator, metrics))
+
+
+def _routes(hooks: Hooks) -> web.Application:
     app = web.Application()
     app.router.add_route("GET", "/prestop/{container}", hooks.prestop)
     app.router.add_route("POST", "/prestop/{container}", hooks.prestop)
@@ -154,11 +162,16 @@ def build_app(settings: Settings, coordinator: Coordinator, metrics: Metrics) ->
 async def start_server(
     settings: Settings, coordinator: Coordinator, metrics: Metrics, *, flush_seconds: float
 ) -> web.AppRunner:
-    """Serve on the configured address; held hooks get `flush_seconds` to finish at cleanup."""
-    runner = web.AppRunner(
-        build_app(settings, coordinator, metrics),
+    """Serve on the configured address; held hooks get `flush_seconds` to finish at cleanup.
+
+    Connections are guarded (sidecar.agent.guard): request heads have a deadline and tokenless
+    connections are capped, while the kubelet's held hooks are never cut.
+    """
+    hooks = Hooks(settings, coordinator, metrics)
+    runner = GuardedRunner(
+        _routes(hooks),
+        ConnectionGuard(hooks.trusts),
         handle_signals=False,
-        access_log=None,
         shutdown_timeout=flush_seconds,
     )
     await runner.setup()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,11 +16,12 @@ from structlog.testing import capture_logs
 
 from sidecar.adapters.envoy import EnvoyAdmin
 from sidecar.agent.metrics import Metrics
-from sidecar.agent.server import build_app
+from sidecar.agent.server import start_server
 from sidecar.drill.procs import free_port
 from sidecar.settings import TOKEN_HEADER, Settings
 from sidecar.shutdown.coordinator import Coordinator
 from sidecar.shutdown.protocols import ProxyAdmin, TrafficSource
+from tests.agent.rawhttp import exchange, status_of
 from tests.shutdown.doubles import (
     NoProcesses,
     RecordingProxy,
@@ -57,10 +60,10 @@ async def serve(
         settings, traffic=traffic, processes=NoProcesses(), proxy=proxy, listener=metrics
     )
     metrics.watch(coordinator.status, settings.budget.grace_seconds)
-    runner = web.AppRunner(build_app(settings, coordinator, metrics))
-    await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    server = dataclasses.replace(settings.server, host="127.0.0.1", port=port)
+    settings = dataclasses.replace(settings, server=server)
+    runner = await start_server(settings, coordinator, metrics, flush_seconds=1.0)
     return Agent(f"http://127.0.0.1:{port}", coordinator, aiohttp.ClientSession()), runner
 
 
@@ -91,6 +94,29 @@ async def test_a_hook_without_the_token_is_refused_at_once_and_starts_nothing(ag
     ] * 3
     _, metrics = await agent.get("/metrics")
     assert 'shutdown_coordinator_hooks_total{container="",result="rejected_token"} 3.0' in metrics
+
+
+async def test_a_token_with_a_non_ascii_byte_is_refused_like_any_wrong_token(
+    agent: Agent, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = int(agent.url.rsplit(":", 1)[1])
+    with capture_logs() as logs:
+        for token in (b"\xff", TOKEN.encode() + b"\xff", b"\xc3\xa9t\xc3\xa9-\x80-0123456789"):
+            answer = await exchange(
+                port,
+                b"GET /prestop/app HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                + TOKEN_HEADER.encode()
+                + b": "
+                + token
+                + b"\r\n\r\n",
+            )
+            assert status_of(answer) == 403, answer
+    assert [e["reason"] for e in logs if e["event"] == "prestop_rejected"] == [
+        "bad or missing token"
+    ] * 3
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert not [r for r in caplog.records if r.exc_info]
+    assert not agent.coordinator.status().started
 
 
 async def test_a_hook_for_an_unknown_container_gets_404_naming_the_known_ones(agent: Agent) -> None:
