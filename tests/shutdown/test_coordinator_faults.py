@@ -25,7 +25,11 @@ from tests.shutdown.doubles import (
 pytestmark = pytest.mark.looptime
 
 RUNNING = pod_doc()
-DELETING = pod_doc(deleting_grace_seconds=30)
+
+
+def deleting() -> dict[str, Any]:
+    """Our pod, deleted now with 30 s of grace (its deletionTimestamp counts from now)."""
+    return pod_doc(deleting_grace_seconds=30)
 
 
 async def _until(predicate: Any, seconds: float = 60.0) -> None:
@@ -39,7 +43,7 @@ async def test_a_deletion_during_a_restart_flight_takes_it_over() -> None:
     # The app's liveness restart is being drained (a request in flight), then the pod is deleted
     # and its endpoint turns not ready.
     api = ScriptedPod(
-        [(0.1, RUNNING), (0.1, DELETING)],
+        [(0.1, RUNNING), (0.1, deleting())],
         [slice_of("web", endpoint())],
         changes=[(0.5, [slice_of("web", endpoint(ready=False, terminating=True))])],
     )
@@ -89,7 +93,7 @@ async def test_an_unconfirmed_hook_never_touches_the_proxy_whose_hook_never_came
 
 async def test_after_an_unconfirmed_flight_a_real_deletion_is_coordinated_again() -> None:
     api = ScriptedPod(
-        [(0.1, ApiError("get pod", 503, "HTTP 503: unavailable")), (0.1, DELETING)],
+        [(0.1, ApiError("get pod", 503, "HTTP 503: unavailable")), (0.1, deleting())],
         [slice_of("web", endpoint(ready=False, terminating=True))],
     )
     traffic = ScriptedTraffic()
@@ -122,7 +126,7 @@ async def test_after_an_unconfirmed_flight_a_real_deletion_is_coordinated_again(
 
 
 async def test_status_names_the_sequence_phase_while_announce_runs_beside_it() -> None:
-    api = ScriptedPod([(0.0, DELETING)], [slice_of("web", endpoint())])
+    api = ScriptedPod([(0.0, deleting())], [slice_of("web", endpoint())])
     coordinator = Coordinator(
         pod_settings(),
         traffic=ScriptedTraffic(),
@@ -180,7 +184,7 @@ class BrokenListener:
 
 
 async def test_a_broken_listener_never_stops_the_sequence_or_the_answers() -> None:
-    api = ScriptedPod([(0.0, DELETING)], [slice_of("web", endpoint(ready=False))])
+    api = ScriptedPod([(0.0, deleting())], [slice_of("web", endpoint(ready=False))])
     traffic = ScriptedTraffic()
     coordinator = Coordinator(
         pod_settings(),
