@@ -101,6 +101,44 @@ async def memory_and_start(
     return statistics.median(rss), statistics.median(starts)
 
 
+async def held_hooks(session: aiohttp.ClientSession, port: int) -> int:
+    async with session.get(f"http://127.0.0.1:{port}/status") as answer:
+        return int((await answer.json())["hooks"]["held"])
+
+
+async def rss_under_load(python: str, hooks: int, slow_heads: int) -> float:
+    """RSS (MiB) while `hooks` preStop hooks are held and `slow_heads` clients dribble heads.
+
+    The hooks are real held requests (the app's, waiting for its turn); the slow clients send
+    half a request head and stop, as a slowloris does; RSS is read once all are in place.
+    """
+    with tempfile.TemporaryDirectory() as workdir:
+        port = free_port()
+        process, _ = await start(agent_command(python, Path(workdir), port), port)
+        writers = []
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            url = f"http://127.0.0.1:{port}/prestop/app"
+            held = [asyncio.ensure_future(session.get(url)) for _ in range(hooks)]
+            for _ in range(slow_heads):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: agent\r\n")
+                writers.append(writer)
+            async with asyncio.timeout(30):
+                # The agent is another process: its /status is the only signal there is.
+                while await held_hooks(session, port) < hooks:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            rss = rss_mib(process.pid)
+            for request in held:
+                request.cancel()
+            await asyncio.gather(*held, return_exceptions=True)
+        for writer in writers:
+            writer.close()
+        process.terminate()
+        process.wait()
+    return rss
+
+
 async def idle_cpu(python: str, seconds: float) -> float:
     with tempfile.TemporaryDirectory() as workdir:
         port = free_port()

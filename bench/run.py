@@ -12,7 +12,19 @@ import sys
 import time
 from pathlib import Path
 
-from measure import agent_command, bare_command, idle_cpu, memory_and_start, sample_cost
+from measure import (
+    agent_command,
+    bare_command,
+    idle_cpu,
+    memory_and_start,
+    rss_under_load,
+    sample_cost,
+)
+
+#: A pod's worst case: many held hooks (a kubelet retrying), and a slowloris filling the
+#: agent's cap of 256 untrusted connections and more.
+LOAD_HOOKS = 200
+LOAD_SLOW_HEADS = 300
 
 DRILL_ARGS = ["--rate", "1000", "--lead-seconds", "19", "--propagation-delay", "2"]
 
@@ -88,6 +100,7 @@ async def main() -> None:
         lambda _workdir, port: bare_command(python, port), args.runs
     )
     cpu = await idle_cpu(python, args.idle_seconds)
+    loaded_rss = await rss_under_load(python, hooks=LOAD_HOOKS, slow_heads=LOAD_SLOW_HEADS)
     samples = {n: sample_cost(n) for n in (100, 1000, 10000)}
     lines = [
         "# Benchmarks",
@@ -102,6 +115,7 @@ async def main() -> None:
         f"| RSS after start (MiB) | {agent_rss:.1f} | {bare_rss:.1f} | agent ≤ 1.15 × bare: **{agent_rss / bare_rss:.2f} ×** |",
         f"| start to /readyz 200 (s) | {agent_start:.3f} | {bare_start:.3f} | ≤ 0.5 s |",
         f"| CPU while idle over {args.idle_seconds:g} s (% of one core) | {cpu:.3f} | - | ≤ 0.1 % |",
+        f"| RSS with {LOAD_HOOKS} held hooks and {LOAD_SLOW_HEADS} slow request heads (MiB) | {loaded_rss:.1f} | - | sizes the memory limit |",
         "",
         "Both servers run from a venv with the runtime dependencies only (as in the image); a dev venv",
         "adds rich, which structlog imports when present (+5 MiB). The agent makes no connection and",
