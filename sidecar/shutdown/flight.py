@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from sidecar.model.plan import ReleaseGroup
     from sidecar.model.rotation import PodKey
     from sidecar.shutdown.pod import Pod
-    from sidecar.shutdown.protocols import RegistryPhase, ShutdownListener
+    from sidecar.shutdown.protocols import ShutdownListener
 
 log = structlog.get_logger(__name__)
 
@@ -183,7 +183,7 @@ class Flight:
         last_answer = budget.release_by[-1]
         # 2. announce runs beside unroute, quiesce and drain; it must end before release.
         first_release = budget.release_by[0]
-        announcing = _registry(pod.announce, first_release)
+        announcing = pod.registry_step(pod.announce, first_release, confirmed=self.final)
         announced = journal.run(Phase.ANNOUNCE, announcing, first_release, beside=True)
         announce = asyncio.create_task(announced, name="announce")
         try:
@@ -227,7 +227,8 @@ class Flight:
         if (proxy_group is not None and self._proxy_hooked()) or pod.retire is not None:
             await journal.run(Phase.EXIT, self._exit(apps[-1], deadline), deadline)
         # 8. retire before the proxy goes: registry calls may need the mesh.
-        await journal.run(Phase.RETIRE, _registry(pod.retire, deadline), deadline)
+        retiring = pod.registry_step(pod.retire, deadline, confirmed=self.final)
+        await journal.run(Phase.RETIRE, retiring, deadline)
         # 9. release the proxy once its own in-flight requests are done, then quit it.
         if proxy_group is not None:
             cap = phases.proxy_drain_max_seconds
@@ -291,9 +292,3 @@ class Flight:
             (when, tuple(n for g in groups[: group.index + 1] for n in g.names))
             for group, when in zip(groups, budget.release_by, strict=True)
         )
-
-
-async def _registry(phase: RegistryPhase | None, deadline: float) -> Result:
-    if phase is None:
-        return Result(Outcome.SKIPPED, {"reason": "no registry configured"})
-    return await phase.run(deadline)

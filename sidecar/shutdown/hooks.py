@@ -39,6 +39,7 @@ class HookLedger:
         self._rejected: Counter[str] = Counter()
         self._held = 0
         self._first_hook = asyncio.Event()
+        self._all_requested = asyncio.Event()
         self._none_held = asyncio.Event()
         self._none_held.set()
 
@@ -55,6 +56,12 @@ class HookLedger:
     def request(self, name: str) -> None:
         """A hook for `name` belongs to this flight."""
         self._requested.add(name)
+        if self._requested >= self._answered.keys():
+            self._all_requested.set()
+
+    async def wait_all_requested(self) -> None:
+        """Return once every container's hook has come in this flight, as in a deletion."""
+        await self._all_requested.wait()
 
     @contextlib.contextmanager
     def holding(self, name: str) -> Iterator[None]:
@@ -142,3 +149,4 @@ class HookLedger:
             answered.clear()
         self._releases = []
         self._requested = set()
+        self._all_requested.clear()

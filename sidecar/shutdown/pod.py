@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import asyncio
+from sidecar.model.report import Outcome, Result
 
+if TYPE_CHECKING:
     from sidecar.model.plan import ReleaseGroup
     from sidecar.settings import Settings
     from sidecar.shutdown.hooks import HookLedger
@@ -30,3 +31,22 @@ class Pod:
     api: ClusterApi | None
     announce: RegistryPhase | None
     retire: RegistryPhase | None
+
+    async def registry_step(
+        self, phase: RegistryPhase | None, deadline: float, *, confirmed: bool
+    ) -> Result:
+        """Announce or retire, only on evidence of a deletion: the API's, or every hook's.
+
+        A registration is the live pod's traffic; one hook the API could not confirm (a leaked
+        token, a restart taken for a deletion) must not take it away: the endpoint only waits.
+        """
+        if phase is None:
+            return Result(Outcome.SKIPPED, {"reason": "no registry configured"})
+        if not confirmed:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self.hooks.wait_all_requested()
+            except TimeoutError:
+                reason = "no confirmed deletion, and not every container's hook came"
+                return Result(Outcome.SKIPPED, {"reason": reason})
+        return await phase.run(deadline)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sidecar.errors import ApiError
-from sidecar.model.report import Outcome, PhaseRecord, Release
+from sidecar.model.report import Outcome, PhaseRecord, Release, Result
 from sidecar.shutdown.coordinator import Coordinator
 from tests.shutdown.doubles import (
     HangingRegistry,
@@ -235,4 +235,47 @@ async def test_a_restart_is_answered_within_the_restarting_containers_own_grace(
     assert budget.grace_seconds == 5
     assert loop.time() - began <= 5 - 1  # answered a margin before the kubelet's kill
     await coordinator.wait_finished()
+    await coordinator.close()
+
+
+class RecordingRegistry:
+    """Announce or retire that answers at once and counts its runs."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, deadline: float) -> Result:
+        self.runs += 1
+        return Result(Outcome.OK, {"registries": {"eureka": {"outcome": "removed"}}})
+
+
+@pytest.mark.parametrize(
+    ("hooks", "runs"),
+    [
+        (("app",), 0),  # one hook, nothing confirmed: the registration of a live pod stays
+        (("app", "envoy"), 1),  # every container's hook came, as in a real deletion
+    ],
+)
+async def test_without_a_confirmed_deletion_registries_wait_for_every_containers_hook(
+    hooks: tuple[str, ...], runs: int
+) -> None:
+    announce, retire = RecordingRegistry(), RecordingRegistry()
+    traffic = ScriptedTraffic()
+    traffic.listening.discard(8080)  # the app is gone as soon as it is released
+    coordinator = Coordinator(
+        pod_settings(),
+        traffic=traffic,
+        processes=NoProcesses(),
+        proxy=RecordingProxy(),
+        announce=announce,
+        retire=retire,
+    )
+    await asyncio.gather(*(coordinator.hook(name) for name in hooks))
+    await coordinator.wait_finished()
+    assert (announce.runs, retire.runs) == (runs, runs)
+    if not runs:
+        records = coordinator.status().records
+        reasons = {r.label: r.detail.get("reason") for r in records if r.outcome is Outcome.SKIPPED}
+        unconfirmed = "no confirmed deletion, and not every container's hook came"
+        assert reasons["announce"] == reasons["retire"] == unconfirmed
     await coordinator.close()
