@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := sidecar tests bench
 
-.PHONY: all demo test lint bench image clean
+.PHONY: all demo test lint bench image clean servers
 
 all: test
 
@@ -25,7 +25,12 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+# Real registry servers for the tests (Debian packages); the tests start and stop them.
+servers:
+	@command -v etcd >/dev/null && test -x /usr/share/zookeeper/bin/zkServer.sh || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server zookeeper; }
+
+test: lint servers
 	$(BIN)/pytest
 
 # The agent is measured as the image runs it: a venv with the runtime dependencies only.
