@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from sidecar.model.report import Outcome, Phase
+from sidecar.model.report import Outcome, Phase, registry_entries
 
 if TYPE_CHECKING:
     from sidecar.model.report import PhaseRecord, Release
@@ -25,6 +25,10 @@ _WARNING_REASONS = {
     Outcome.DEGRADED: "ShutdownPhaseDegraded",
     Outcome.ERROR: "ShutdownPhaseFailed",
 }
+
+
+#: Registry outcomes that need nobody's attention (docs/registries.md).
+_GOOD_REGISTRY_OUTCOMES = frozenset({"marked_down", "removed", "already_absent", "forced", "ok"})
 
 
 class EventPoster:
@@ -47,6 +51,12 @@ class EventPoster:
             self._post(reason, f"{record.label}: {record.outcome} ({detail})", warning=True)
         elif record.phase == Phase.UNROUTE and record.outcome is Outcome.OK:
             self._post("OutOfRotation", f"out of rotation after {record.duration:.1f} s ({detail})")
+        for name, entry in registry_entries(record):
+            outcome = entry.get("outcome")
+            reason = "RegistryMarkedDown" if record.phase == Phase.ANNOUNCE else "RegistryRetired"
+            attempts = entry.get("attempts")
+            message = f"{name}: {outcome} ({attempts} attempt{'s' * (attempts != 1)})"
+            self._post(reason, message, warning=outcome not in _GOOD_REGISTRY_OUTCOMES)
 
     def container_released(self, release: Release) -> None:
         """Each container's hook answered: the kubelet sends it SIGTERM now."""

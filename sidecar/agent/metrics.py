@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from sidecar.model.report import registry_entries
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -88,6 +90,12 @@ class Metrics:
             ["container", "reason"],
             registry=self.registry,
         )
+        self.registry_outcomes = Counter(
+            f"{_PREFIX}_registry_outcomes",
+            "Each registry's and action's outcome, by phase (announce, retire)",
+            ["phase", "registry", "outcome"],
+            registry=self.registry,
+        )
         self.finished = Gauge(
             f"{_PREFIX}_shutdown_finished",
             "1 once the shutdown has finished",
@@ -105,6 +113,8 @@ class Metrics:
             self._started_at = record.started_at
         self.phase_seconds.labels(record.label, str(record.outcome)).set(record.duration)
         self.phase_outcomes.labels(record.label, str(record.outcome)).inc()
+        for name, entry in registry_entries(record):
+            self.registry_outcomes.labels(record.label, name, str(entry.get("outcome"))).inc()
 
     def container_released(self, release: Release) -> None:
         """Record a release."""

@@ -105,3 +105,15 @@ def summarise(
             for r in releases
         },
     }
+
+
+def registry_entries(record: PhaseRecord) -> list[tuple[str, dict[str, Any]]]:
+    """Each registry's and action's entry in an announce or retire record, by name."""
+    if record.phase not in (Phase.ANNOUNCE, Phase.RETIRE):
+        return []
+    return [
+        (name, entry)
+        for group in ("registries", "actions")
+        for name, entry in sorted(record.detail.get(group, {}).items())
+        if isinstance(entry, dict)
+    ]

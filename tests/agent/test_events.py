@@ -119,3 +119,26 @@ async def test_fan_out_tells_every_listener_in_order() -> None:
             "ShutdownPhaseFailed",
             "ShutdownFinished",
         ]
+
+
+async def test_each_registry_outcome_is_an_event_and_a_failed_one_a_warning() -> None:
+    sink = Sink()
+    poster = EventPoster(sink, pod_settings())
+    poster.phase_finished(
+        _record(
+            Phase.ANNOUNCE,
+            Outcome.OK,
+            registries={"eureka": {"outcome": "marked_down", "attempts": 1}},
+        )
+    )
+    retired = {
+        "consul": {"outcome": "still_present", "attempts": 5},
+        "eureka": {"outcome": "removed", "attempts": 2},
+    }
+    poster.phase_finished(_record(Phase.RETIRE, Outcome.OK, registries=retired))
+    await _posted(poster)
+    assert [p for p in sink.posts if p[0].startswith("Registry")] == [
+        ("RegistryMarkedDown", "eureka: marked_down (1 attempt)", False),
+        ("RegistryRetired", "consul: still_present (5 attempts)", True),
+        ("RegistryRetired", "eureka: removed (2 attempts)", False),
+    ]

@@ -87,3 +87,14 @@ async def test_phases_and_releases_are_recorded_under_their_labels() -> None:
         in lines
     )
     assert "shutdown_coordinator_shutdown_finished 1.0" in lines
+
+
+async def test_registry_outcomes_are_counted_by_phase_registry_and_outcome() -> None:
+    metrics = Metrics()
+    entries = {"eureka": {"outcome": "removed", "attempts": 2}}
+    metrics.phase_finished(
+        PhaseRecord(Phase.RETIRE, 1.0, 2.0, Outcome.OK, {"registries": entries, "actions": {}})
+    )
+    lines = _rendered(metrics)
+    labels = 'outcome="removed",phase="retire",registry="eureka"'
+    assert f"shutdown_coordinator_registry_outcomes_total{{{labels}}} 1.0" in lines
