@@ -1,0 +1,1 @@
+"""Real servers (etcd, ...) started on loopback for the adapters' tests, and stopped after."""
