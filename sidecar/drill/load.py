@@ -90,14 +90,18 @@ class LoadRun:
 
 
 async def generate(
-    url: str,
+    target: str | Callable[[], str],
     *,
     rate_per_second: float,
     stop: asyncio.Event,
     connections: int = 64,
     timeout_seconds: float = 10.0,
 ) -> LoadRun:
-    """Send GET `url` at `rate_per_second` until `stop` is set; wait for the last ones."""
+    """Send GET `target` at `rate_per_second` until `stop` is set; wait for the last ones.
+
+    `target` is a URL, or what picks one for each request (a caller balancing by itself).
+    """
+    pick = target if callable(target) else lambda: target
     loop = asyncio.get_running_loop()
     run = LoadRun(rate_per_second, loop.time())
     pending: set[asyncio.Task[bool]] = set()
@@ -108,7 +112,7 @@ async def generate(
         while not stop.is_set():
             due = math.floor((loop.time() - run.started_at) * rate_per_second) + 1
             for _ in range(due - sent):
-                task = asyncio.create_task(_one(session, url, run.requests))
+                task = asyncio.create_task(_one(session, pick(), run.requests))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             sent = max(sent, due)

@@ -17,13 +17,17 @@ from sidecar.drill.scenarios import ScenarioResult, run_scenario
 
 
 async def run_all(params: DrillParams, recipes: list[Recipe]) -> list[ScenarioResult]:
-    """Each scenario in its own folder, one after the other (they would share the CPU)."""
+    """Each scenario in its own folder, one after the other (they would share the CPU).
+
+    Every recipe runs once per routing: through the Service first, then through the registry.
+    """
     results = []
     with tempfile.TemporaryDirectory(prefix="shutdown-drill-") as folder:
-        for recipe in recipes:
-            workdir = Path(folder) / recipe
-            workdir.mkdir()
-            results.append(await run_scenario(workdir, recipe, params))
+        for routing in params.routings:
+            for recipe in recipes:
+                workdir = Path(folder) / f"{routing}-{recipe}"
+                workdir.mkdir()
+                results.append(await run_scenario(workdir, recipe, params, routing))
     return results
 
 
@@ -41,4 +45,9 @@ def run(args: argparse.Namespace) -> str:
         f"propagation {params.propagation_delay_seconds:g} s, grace {params.grace_seconds} s, "
         f"{params.replicas} replicas"
     )
+    if "registry" in params.routings:
+        shown += (
+            f"; registry: callers read etcd every {params.registry_refresh_seconds:g} s, "
+            f"leases of {params.lease_ttl_seconds} s"
+        )
     return f"{shown}\n\n{table(results, params)}\n\ntimeline: {args.picture}"

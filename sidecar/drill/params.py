@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 
 Recipe = Literal["no-hook", "sleep-15", "netstat-loop", "coordinated"]
 RECIPES: tuple[Recipe, ...] = ("no-hook", "sleep-15", "netstat-loop", "coordinated")
+#: How callers find the replicas: the Service (ingress and data plane), or a registry (etcd).
+Routing = Literal["service", "registry"]
+ROUTINGS: tuple[Routing, ...] = ("service", "registry")
 #: The classic fixed sleep of the `sleep-15` recipe, when the grace leaves room for it.
 CLASSIC_SLEEP_SECONDS = 15
 
@@ -51,6 +54,13 @@ class DrillParams:
     #: A client pinned on one keep-alive connection to the deleted pod sends this often, as a
     #: caller through a ClusterIP does; it moves only when told `Connection: close` (0: none).
     pinned_interval_seconds: float = 0.0
+    #: Each recipe runs once per routing, in this order.
+    routings: tuple[Routing, ...] = ("service",)
+    #: Registry routing: how often callers read the registry again. Spring Cloud's Eureka
+    #: client fetches every 30 s (`registryFetchIntervalSeconds`); shorter here, so a run is short.
+    registry_refresh_seconds: float = 2.0
+    #: Registry routing: each replica's lease TTL; 10 s is go-zero's (`discov.TimeToLive`).
+    lease_ttl_seconds: int = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +68,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = DrillParams()
     parser.add_argument(
         "--scenarios", default=",".join(RECIPES), help=f"comma-separated, of {', '.join(RECIPES)}"
+    )
+    parser.add_argument(
+        "--routing",
+        default=",".join(defaults.routings),
+        help=f"comma-separated, of {', '.join(ROUTINGS)}: how callers find the replicas",
+    )
+    parser.add_argument(
+        "--registry-refresh",
+        type=float,
+        default=defaults.registry_refresh_seconds,
+        help="registry routing: seconds between the callers' reads of the registry",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=defaults.lease_ttl_seconds,
+        help="registry routing: each replica's lease TTL in seconds",
     )
     parser.add_argument("--rate", type=float, default=defaults.rate_per_second, help="requests/s")
     parser.add_argument(
@@ -105,6 +132,7 @@ def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown or not recipes:
         _refuse("--scenarios", args.scenarios, f"a comma-separated list of {', '.join(RECIPES)}")
+    routings = _routings(args)
     if args.replicas < 2:
         _refuse("--replicas", args.replicas, "at least 2 (traffic needs somewhere to go)")
     sleep_seconds = args.sleep_seconds
@@ -139,8 +167,23 @@ def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
         replicas=args.replicas,
         sleep_seconds=sleep_seconds,
         native=args.native,
+        routings=routings,
+        registry_refresh_seconds=args.registry_refresh,
+        lease_ttl_seconds=args.lease_ttl,
     )
     return params, [r for r in RECIPES if r in recipes]
+
+
+def _routings(args: argparse.Namespace) -> tuple[Routing, ...]:
+    """`--routing` and the registry's knobs, checked; the routings in their usual order."""
+    routings = [r.strip() for r in args.routing.split(",") if r.strip()]
+    if not routings or any(r not in ROUTINGS for r in routings):
+        _refuse("--routing", args.routing, f"a comma-separated list of {', '.join(ROUTINGS)}")
+    if args.registry_refresh <= 0:
+        _refuse("--registry-refresh", args.registry_refresh, "a positive number of seconds")
+    if args.lease_ttl < 2:
+        _refuse("--lease-ttl", args.lease_ttl, "at least 2 seconds (etcd's minimum lease)")
+    return tuple(r for r in ROUTINGS if r in routings)
 
 
 def _refuse(flag: str, value: object, expected: str) -> NoReturn:

@@ -22,6 +22,13 @@ _COLUMNS = (
     ("budget left s", "budget_left_seconds", "{}"),
     ("rate /s", "rate", "{}"),
 )
+#: Shown when a scenario routed through the registry: when its key was marked down (the
+#: agent's override), removed (deleted, or expired with its lease), and when callers moved.
+_REGISTRY_COLUMNS = (
+    ("marked down s", "registry_marked_down_seconds", "{}"),
+    ("removed s", "registry_removed_seconds", "{}"),
+    ("callers moved s", "callers_left_seconds", "{}"),
+)
 #: Seconds per bar of the timeline.
 _BUCKET_SECONDS = 0.25
 _MARKS = (
@@ -30,6 +37,9 @@ _MARKS = (
     ("data plane moved", "moved_at", "#9467bd"),
     ("app SIGTERM", "app_sigterm", "#ff7f0e"),
     ("pod gone", "pod_gone_at", "#2ca02c"),
+    ("marked down", "marked_down_at", "#17becf"),
+    ("key removed", "removed_at", "#8c564b"),
+    ("callers moved", "callers_left_at", "#e377c2"),
 )
 
 
@@ -41,6 +51,8 @@ def rows(results: list[ScenarioResult], params: DrillParams) -> list[dict[str, A
         row["failed"] = row["http_errors"] + row["transport_errors"]
         row["rate"] = f"{row['rate_achieved']}/{row['rate_asked']:g}"
         row["label"] = _label(row["scenario"], params)
+        if row["routing"] != "service":
+            row["label"] += f"@{row['routing']}"
         out.append(row)
     return out
 
@@ -55,11 +67,14 @@ def _label(recipe: str, params: DrillParams) -> str:
 def table(results: list[ScenarioResult], params: DrillParams) -> str:
     """The terminal table, one scenario per line, failures by kind below it."""
     data = rows(results, params)
-    cells = [[head for head, _, _ in _COLUMNS]] + [
-        ["-" if row[key] is None else fmt.format(row[key]) for _, key, fmt in _COLUMNS]
+    columns: tuple[tuple[str, str, str], ...] = _COLUMNS
+    if any(row["routing"] == "registry" for row in data):
+        columns += _REGISTRY_COLUMNS
+    cells = [[head for head, _, _ in columns]] + [
+        ["-" if row[key] is None else fmt.format(row[key]) for _, key, fmt in columns]
         for row in data
     ]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     lines = [
         "  ".join(
             c.rjust(w) if i else c.ljust(w)
@@ -72,6 +87,8 @@ def table(results: list[ScenarioResult], params: DrillParams) -> str:
         if row["failures"]:
             kinds = ", ".join(f"{k}: {v}" for k, v in sorted(row["failures"].items()))
             lines.append(f"  {row['label']} failures: {kinds}")
+        if row["key_present_at_end"]:
+            lines.append(f"  {row['label']}: its key was still registered at the end")
     return "\n".join(lines)
 
 
@@ -88,6 +105,9 @@ def _marks(result: ScenarioResult) -> list[tuple[str, float, str]]:
         "moved_at": result.moved_at,
         "app_sigterm": app.sigterm_at if app else None,
         "pod_gone_at": result.pod_gone_at,
+        "marked_down_at": result.marked_down_at,
+        "removed_at": result.removed_at,
+        "callers_left_at": result.callers_left_at,
     }
     return [
         (label, moment - result.t0, colour)
@@ -149,8 +169,9 @@ def _bars(result: ScenarioResult, axes: _Axes) -> list[str]:
 
 
 def _panel(result: ScenarioResult, axes: _Axes, rate: float) -> list[str]:
+    title = result.recipe if result.routing == "service" else f"{result.recipe}@{result.routing}"
     out = [
-        _element("text", result.recipe, x=_LEFT, y=axes.top + 12, font_size=13, font_weight="bold"),
+        _element("text", title, x=_LEFT, y=axes.top + 12, font_size=13, font_weight="bold"),
         _element(
             "line", x1=_LEFT, y1=axes.base, x2=_LEFT + _PLOT_WIDTH, y2=axes.base, stroke="#888"
         ),
@@ -161,9 +182,13 @@ def _panel(result: ScenarioResult, axes: _Axes, rate: float) -> list[str]:
         for tick in (0, rate)
     ]
     out += _bars(result, axes)
-    # The marks' labels go in one row under the title, so they never cover the bars.
-    label_x = _LEFT + 8.0 * (len(result.recipe) + 2)
+    # The marks' labels go in rows beside the title, so they never cover the bars.
+    first_x = label_x = _LEFT + 8.0 * (len(title) + 2)
+    label_y = axes.top + 12
     for label, moment, colour in _marks(result):
+        text = f"{label} {moment:.1f} s"
+        if label_x + 6.2 * len(text) > _WIDTH:
+            label_x, label_y = first_x, label_y + 13
         px = f"{axes.x(moment):.1f}"
         out.append(
             _element(
@@ -177,8 +202,7 @@ def _panel(result: ScenarioResult, axes: _Axes, rate: float) -> list[str]:
                 stroke_dasharray="4 3",
             )
         )
-        text = f"{label} {moment:.1f} s"
-        out.append(_element("text", text, x=label_x, y=axes.top + 12, fill=colour))
+        out.append(_element("text", text, x=label_x, y=label_y, fill=colour))
         label_x += 6.2 * len(text) + 14
     out += [
         _element(

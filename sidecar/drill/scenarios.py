@@ -1,8 +1,10 @@
 """The drill's scenarios: one pod deleted under load, with one shutdown recipe each.
 
-Topology, all real processes: load generator -> ingress Envoy (endpoints from a file the data
-plane rewrites after the propagation delay) -> each pod's Envoy sidecar -> its app; the
-deleted pod also runs the agent in `coordinated`. Pods have their own loopback IPs. The
+Topology, all real processes. Service routing: load generator -> ingress Envoy (endpoints
+from a file the data plane rewrites after the propagation delay) -> each pod's Envoy
+sidecar -> its app. Registry routing: the load generator picks a replica from its copy of
+the registry (real etcd, refreshed on a schedule) and sends straight to that pod's Envoy.
+The deleted pod also runs the agent in `coordinated`. Pods have their own loopback IPs. The
 API stand-in plays the API server, the kubelet simulator plays the node. Optionally a pinned
 client sends straight to the deleted pod's Envoy on one keep-alive connection, as a caller
 through a ClusterIP does, and moves only once told `Connection: close`.
@@ -12,55 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import math
-import secrets
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import yaml
 
 from sidecar.drill.cluster import Cluster
 from sidecar.drill.dataplane import EndpointsFile
-from sidecar.drill.kubelet import Container, Hook, Killed, Kubelet
+from sidecar.drill.kubelet import Killed, Kubelet
 from sidecar.drill.load import LoadRun, generate, pinned
-from sidecar.drill.procs import Proc, free_port, start_agent, start_app, start_envoy, start_ingress
-from sidecar.settings import TOKEN_HEADER
+from sidecar.drill.procs import Proc, free_port, start_ingress
+from sidecar.drill.recipes import Pod, pod_containers, start_pod
+from sidecar.drill.registry import RegistryRouting, Replica, key_of
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
-    from sidecar.drill.params import DrillParams, Recipe
-
-
-#: The usual Istio script on the proxy container: wait while any other process listens.
-_NETSTAT_LOOP = """
-import sys, time
-ports = {int(p) for p in sys.argv[1:]}
-def listening():
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(name) as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) in ports:
-                    return True
-    return False
-while listening():
-    time.sleep(1)
-"""
-
-
-@dataclass
-class Pod:
-    """One replica's processes."""
-
-    name: str
-    ip: str
-    app: Proc
-    envoy: Proc
-    app_port: int
-    envoy_port: int
-    admin_port: int
+    from sidecar.drill.params import DrillParams, Recipe, Routing
 
 
 @dataclass
@@ -80,6 +51,15 @@ class ScenarioResult:
     events: list[tuple[str, str]] = field(default_factory=list)
     #: The agent's JSON log lines (`coordinated` only).
     agent_log: list[dict[str, Any]] = field(default_factory=list)
+    routing: Routing = "service"
+    #: Registry routing: when the deleted pod's key was first written as down, and removed
+    #: (deleted, or expired with its lease), as a watch on etcd saw it.
+    marked_down_at: float | None = None
+    removed_at: float | None = None
+    #: Registry routing: the callers' first read that no longer listed the pod.
+    callers_left_at: float | None = None
+    #: Registry routing: whether the pod's key was still in etcd when the scenario ended.
+    key_present_at_end: bool | None = None
 
     @property
     def agent_summary(self) -> dict[str, Any] | None:
@@ -96,129 +76,67 @@ class ScenarioResult:
         gone = since(self.pod_gone_at)
         return {
             "scenario": self.recipe,
+            "routing": self.routing,
             **self.load.summary(),
             "app_sigterm_seconds": since(app.sigterm_at if app else None),
+            "app_exited_seconds": since(app.exited_at if app else None),
             "pod_gone_seconds": gone,
             "budget_left_seconds": None if gone is None else round(grace_seconds - gone, 2),
             "endpoint_unready_seconds": since(self.unready_at),
             "data_plane_moved_seconds": since(self.moved_at),
+            "registry_marked_down_seconds": since(self.marked_down_at),
+            "registry_removed_seconds": since(self.removed_at),
+            "callers_left_seconds": since(self.callers_left_at),
+            "key_present_at_end": self.key_present_at_end,
         }
 
 
-async def _start_pod(workdir: Path, index: int, params: DrillParams) -> Pod:
-    name, ip = f"web-{index + 1}", f"127.0.0.{index + 10}"
-    app_port, envoy_port, admin_port = free_port(ip), free_port(ip), free_port()
-    folder = workdir / name
-    folder.mkdir()
-    app = await start_app(folder, name=name, host=ip, port=app_port, latency_ms=params.latency_ms)
-    envoy = await start_envoy(
-        folder,
-        name="envoy",
-        host=ip,
-        listen_port=envoy_port,
-        admin_port=admin_port,
-        app_port=app_port,
-    )
-    return Pod(name, ip, app, envoy, app_port, envoy_port, admin_port)
-
-
-def agent_settings(
-    pod: Pod, port: int, kubeconfig: Path, uid: str, params: DrillParams
-) -> dict[str, Any]:
-    """The agent's settings file for the deleted pod."""
-    return {
-        "containers": [
-            {"name": "app", "ports": [pod.app_port]},
-            {"name": "proxy", "role": "proxy", "ports": [pod.envoy_port]},
-        ],
-        "server": {"port": port, "host": pod.ip, "mode": "native" if params.native else "classic"},
-        "budget": {"grace_seconds": params.grace_seconds},
-        "phases": {
-            "quiet_window_seconds": params.quiet_window_seconds,
-            "quiesce_min_seconds": 0.5,
-        },
-        "traffic": {"sample_interval_seconds": 0.1},
-        "envoy": {"admin_url": f"http://127.0.0.1:{pod.admin_port}"},
-        "pod": {"name": pod.name, "namespace": "shop", "uid": uid, "ips": [pod.ip]},
-        "kubernetes": {"kubeconfig": str(kubeconfig), "request_timeout_seconds": 2.0},
-    }
-
-
-async def _containers(
-    recipe: Recipe, pod: Pod, workdir: Path, cluster: Cluster, kubeconfig: Path, params: DrillParams
-) -> list[Container]:
-    """The deleted pod's containers, with the recipe's preStop hooks."""
-    hooks = {"app": Hook(), "proxy": Hook()}
-    agent: Proc | None = None
-    if recipe == "sleep-15":
-        hooks = dict.fromkeys(hooks, Hook("sleep", seconds=params.sleep_seconds))
-    elif recipe == "netstat-loop":
-        hooks["proxy"] = Hook("exec", argv=(sys.executable, "-c", _NETSTAT_LOOP, str(pod.app_port)))
-    elif recipe == "coordinated":
-        token, port = secrets.token_hex(16), free_port(pod.ip)
-        settings_path = workdir / pod.name / "agent.yaml"
-        settings = agent_settings(pod, port, kubeconfig, cluster.uid, params)
-        settings_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
-        agent = await start_agent(workdir / pod.name, settings_path, token, host=pod.ip, port=port)
-        base, header = f"http://{pod.ip}:{port}/prestop", ((TOKEN_HEADER, token),)
-        hooks = {name: Hook("http", f"{base}/{name}", header) for name in hooks}
-    # Native sidecars in declaration order: the agent first, so it stops after the proxy (C3).
-    containers = [Container("app", pod.app, hooks["app"])]
-    if agent is not None:
-        containers.append(Container("agent", agent, sidecar=params.native))
-    containers.append(Container("proxy", pod.envoy, hooks["proxy"], sidecar=params.native))
-    return containers
-
-
-async def run_scenario(workdir: Path, recipe: Recipe, params: DrillParams) -> ScenarioResult:
+async def run_scenario(
+    workdir: Path, recipe: Recipe, params: DrillParams, routing: Routing = "service"
+) -> ScenarioResult:
     """Delete one pod under load with `recipe` in charge of its shutdown."""
     loop = asyncio.get_running_loop()
     pods: list[Pod] = []
     procs: list[Proc] = []
     cluster = Cluster(controller_delay_seconds=params.controller_delay_seconds)
+    registry = RegistryRouting(workdir, params.registry_refresh_seconds, params.lease_ttl_seconds)
     stop = asyncio.Event()
     try:
-        pods = [await _start_pod(workdir, i, params) for i in range(params.replicas)]
+        pods = [await start_pod(workdir, i, params) for i in range(params.replicas)]
         procs = [p for pod in pods for p in (pod.app, pod.envoy)]
         deleted = pods[0]
         kubeconfig = await cluster.start(
             deleted.ip, [p.ip for p in pods[1:]], workdir, params.grace_seconds
         )
-        eds = EndpointsFile(workdir / "eds.json", [(p.ip, p.envoy_port) for p in pods])
-        listen, admin = free_port(), free_port()
-        procs.append(
-            await start_ingress(workdir, listen_port=listen, admin_port=admin, eds_path=eds.path)
-        )
-        containers = await _containers(recipe, deleted, workdir, cluster, kubeconfig, params)
-        procs += [c.proc for c in containers if c.name == "agent"]
         result = ScenarioResult(recipe, 0.0, LoadRun(params.rate_per_second, loop.time()))
-
-        def unready() -> None:
-            result.unready_at = loop.time()
-            result.moved_at = result.unready_at + params.propagation_delay_seconds
-            eds.remove_later((deleted.ip, deleted.envoy_port), params.propagation_delay_seconds)
+        result.routing = routing
+        target, on_unready = (
+            await _serve_through_ingress(workdir, pods, params, result, procs)
+            if routing == "service"
+            else await _serve_through_registry(registry, pods, result)
+        )
+        etcd_url = registry.server.url if routing == "registry" else None
+        containers = await pod_containers(
+            recipe, deleted, workdir, cluster, kubeconfig, params, etcd_url
+        )
+        procs += [c.proc for c in containers if c.name == "agent"]
 
         # Little's law: enough connections for every request in flight at the slowest latency.
         connections = max(64, math.ceil(params.rate_per_second * params.latency_ms[1] / 1000 * 2))
         load = asyncio.create_task(
             generate(
-                f"http://127.0.0.1:{listen}/",
-                rate_per_second=params.rate_per_second,
-                stop=stop,
-                connections=connections,
+                target, rate_per_second=params.rate_per_second, stop=stop, connections=connections
             )
         )
-        await _ready(f"http://127.0.0.1:{listen}/")
         pinned_client = _pin(result, deleted, pods[1], params, stop)
         await asyncio.sleep(params.lead_seconds)  # the load's steady state, part of the picture
-        cluster.follow_slices(unready)
+        cluster.follow_slices(on_unready)
         result.t0 = loop.time()
         await cluster.delete_and_wait_for_kubelet()
         result.killed = await Kubelet(containers, params.grace_seconds).terminate()
         await cluster.pod_gone()
         result.pod_gone_at = loop.time()
-        if result.moved_at is not None and loop.time() < result.moved_at:
-            await asyncio.sleep(result.moved_at - loop.time())  # until the data plane moved
+        await _until_traffic_moved(result, registry, params)
         await asyncio.sleep(params.tail_seconds)  # where traffic went afterwards
         ends_at = result.load.started_at + params.duration_seconds
         await asyncio.sleep(max(0.0, ends_at - loop.time()))
@@ -227,6 +145,8 @@ async def run_scenario(workdir: Path, recipe: Recipe, params: DrillParams) -> Sc
         if pinned_client is not None:
             result.pinned = await pinned_client
         result.events = cluster.events()
+        if routing == "registry":
+            await _registry_moments(result, registry, key_of(deleted.ip, deleted.envoy_port))
         agent = next((c.proc for c in containers if c.name == "agent"), None)
         if agent is not None:
             result.agent_log = [line for line in agent.json_lines() if "event" in line]
@@ -235,7 +155,68 @@ async def run_scenario(workdir: Path, recipe: Recipe, params: DrillParams) -> Sc
         stop.set()
         for proc in procs:
             await proc.stop()
+        await registry.stop()
         await cluster.stop()
+
+
+async def _serve_through_ingress(
+    workdir: Path, pods: list[Pod], params: DrillParams, result: ScenarioResult, procs: list[Proc]
+) -> tuple[str, Callable[[], None]]:
+    """The ingress and its data plane; the URL to load, and what to do once the slice changes."""
+    loop = asyncio.get_running_loop()
+    deleted = pods[0]
+    eds = EndpointsFile(workdir / "eds.json", [(p.ip, p.envoy_port) for p in pods])
+    listen, admin = free_port(), free_port()
+    procs.append(
+        await start_ingress(workdir, listen_port=listen, admin_port=admin, eds_path=eds.path)
+    )
+
+    def unready() -> None:
+        result.unready_at = loop.time()
+        result.moved_at = result.unready_at + params.propagation_delay_seconds
+        eds.remove_later((deleted.ip, deleted.envoy_port), params.propagation_delay_seconds)
+
+    url = f"http://127.0.0.1:{listen}/"
+    await _ready(url)
+    return url, unready
+
+
+async def _serve_through_registry(
+    registry: RegistryRouting, pods: list[Pod], result: ScenarioResult
+) -> tuple[Callable[[], str], Callable[[], None]]:
+    """Start etcd and the registrars; return the replica picker and the slice's callback."""
+    loop = asyncio.get_running_loop()
+    replicas = [Replica(p.name, p.ip, p.envoy_port, p.app) for p in pods]
+    await registry.start(replicas, watched=replicas[0])
+    assert registry.consumer is not None  # noqa: S101 - start() made it
+
+    def unready() -> None:
+        result.unready_at = loop.time()  # noted for the picture: nobody routes by the slice here
+
+    return registry.consumer.pick, unready
+
+
+async def _until_traffic_moved(
+    result: ScenarioResult, registry: RegistryRouting, params: DrillParams
+) -> None:
+    """Wait until callers no longer reach the deleted pod: the data plane, or the registry."""
+    loop = asyncio.get_running_loop()
+    if result.moved_at is not None and loop.time() < result.moved_at:
+        await asyncio.sleep(result.moved_at - loop.time())  # until the data plane moved
+    if result.routing == "registry":
+        # Until the key is gone and the callers have read that: the lease may run its TTL.
+        wait = params.lease_ttl_seconds + 2 * params.registry_refresh_seconds + 5
+        await registry.gone_for_callers(result.t0, wait)
+
+
+async def _registry_moments(result: ScenarioResult, registry: RegistryRouting, key: str) -> None:
+    """What the watch and the callers' reads saw of the deleted pod's key after the DELETE."""
+    assert registry.log is not None  # noqa: S101 - start() made it
+    assert registry.consumer is not None  # noqa: S101 - start() made it
+    result.marked_down_at = registry.log.marked_down_at(result.t0)
+    result.removed_at = registry.log.removed_at(result.t0)
+    result.callers_left_at = registry.consumer.left_at(key, result.t0)
+    result.key_present_at_end = await registry.present(key)
 
 
 def _pin(
