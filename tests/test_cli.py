@@ -206,7 +206,8 @@ def test_the_agent_refuses_a_template_this_pod_cannot_fill_with_exit_2(
         "containers: [{name: app, ports: [8080]}]\n"
         f"server: {{token: '0123456789abcdef0123', host: 127.0.0.1, port: {free_port()}}}\n"
         "registries:\n"
-        "  - name: eureka\n"
+        "  - kind: http\n"
+        "    name: eureka\n"
         "    deregister: {url: 'http://127.0.0.1:1/apps/{pod.name}', method: DELETE}\n"
         "    verify: {url: 'http://127.0.0.1:1/apps/{pod.name}'}\n"
     )

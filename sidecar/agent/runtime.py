@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
     from aiohttp import web
 
-    from sidecar.adapters.http_action import HttpClient
     from sidecar.settings import Settings
     from sidecar.shutdown.registries import Announce, Retire
 
@@ -49,7 +48,7 @@ class Agent:
     envoy: EnvoyAdmin | None
     kube: KubeApi | None
     events: EventPoster | None
-    http: HttpClient | None
+    close_registries: Callable[[], Awaitable[None]] | None
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,8 @@ class RegistryPhases:
 
     announce: Announce | None
     retire: Retire | None
-    http: HttpClient | None
+    #: Closes every client the registries and actions opened (none while idle).
+    close: Callable[[], Awaitable[None]] | None
 
 
 def registry_phases(settings: Settings) -> RegistryPhases:
@@ -71,7 +71,7 @@ def registry_phases(settings: Settings) -> RegistryPhases:
         return RegistryPhases(None, None, None)
     # Only pods that use registries pay for their modules at start.
     from sidecar.adapters.http_action import HttpClient, http_actions  # noqa: PLC0415
-    from sidecar.adapters.registries import build_registries  # noqa: PLC0415
+    from sidecar.adapters.registries import build_registries, own_sessions  # noqa: PLC0415
     from sidecar.model.http_action import identity_of  # noqa: PLC0415
     from sidecar.shutdown.registries import Announce, Retire  # noqa: PLC0415
 
@@ -80,10 +80,16 @@ def registry_phases(settings: Settings) -> RegistryPhases:
     offline = http_actions(settings.offline_calls, pod, http, "offline_calls")
     cleanup = http_actions(settings.config_cleanup, pod, http, "config_cleanup")
     retry = settings.registry_retry
+
+    async def close() -> None:
+        await http.close()
+        for backend in own_sessions(registries):
+            await backend.close()
+
     return RegistryPhases(
         Announce(registries, offline, backoff=retry) if registries or offline else None,
         Retire(registries, cleanup, backoff=retry) if registries or cleanup else None,
-        http,
+        close,
     )
 
 
@@ -119,7 +125,7 @@ async def start_agent(settings: Settings) -> Agent:
     log.info(
         "agent_ready", port=settings.server.port, containers=[c.name for c in settings.containers]
     )
-    return Agent(settings, coordinator, metrics, runner, traffic, envoy, kube, events, phases.http)
+    return Agent(settings, coordinator, metrics, runner, traffic, envoy, kube, events, phases.close)
 
 
 async def stop_agent(agent: Agent) -> None:
@@ -143,8 +149,8 @@ async def stop_agent(agent: Agent) -> None:
         stages.append(("kubernetes", agent.kube.close))
     if agent.envoy is not None:
         stages.append(("envoy", agent.envoy.close))
-    if agent.http is not None:
-        stages.append(("registries", agent.http.close))
+    if agent.close_registries is not None:
+        stages.append(("registries", agent.close_registries))
     failed: list[str] = []
     for name, stage in stages:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sidecar.settings.constraints import clip, show
+from sidecar.settings.registry_etcd import EtcdRegistrySettings, etcd_problems
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,10 +90,22 @@ def pod_for_the_api(settings: Settings) -> Errors:
     }
 
 
+def registries(settings: Settings) -> Errors:
+    """Each registry's rules across its own fields (an etcd key or a prefix, not both)."""
+    errors: Errors = {}
+    for index, entry in enumerate(settings.registries):
+        if isinstance(entry, EtcdRegistrySettings):
+            for problem in etcd_problems(entry):
+                field, message = problem.split(": ", 1)
+                errors[f"registries[{index}].{field}"] = message
+    return errors
+
+
 RULES: tuple[Callable[[Settings], Errors], ...] = (
     containers,
     release_order,
     quiesce_bounds,
     token,
     pod_for_the_api,
+    registries,
 )

@@ -19,6 +19,19 @@ from sidecar.settings.constraints import (
     min_chars,
 )
 from sidecar.settings.registries import Action, HttpRegistrySettings, RetrySettings
+from sidecar.settings.registry_consul import ConsulRegistrySettings
+from sidecar.settings.registry_etcd import EtcdRegistrySettings
+from sidecar.settings.registry_eureka import EurekaRegistrySettings
+from sidecar.settings.registry_nacos import NacosRegistrySettings
+
+#: Every registry kind: adding one is its settings dataclass here, and its back end.
+RegistrySettings = (
+    HttpRegistrySettings
+    | ConsulRegistrySettings
+    | EtcdRegistrySettings
+    | EurekaRegistrySettings
+    | NacosRegistrySettings
+)
 
 Role = Literal["app", "proxy"]
 Mode = Literal["classic", "native"]
@@ -186,7 +199,7 @@ class Settings:
     envoy: EnvoySettings = field(default_factory=EnvoySettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     #: External registries: marked down at announce, deregistered and verified at retire.
-    registries: tuple[HttpRegistrySettings, ...] = ()
+    registries: tuple[RegistrySettings, ...] = ()
     #: The app's own "offline" calls, made at announce, beside unroute.
     offline_calls: tuple[Action, ...] = ()
     #: Per-instance configuration removed at retire, after the app has exited.

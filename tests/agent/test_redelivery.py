@@ -109,6 +109,7 @@ async def pod(tmp_path: Path) -> AsyncIterator[Pod]:
             },
             "registries": [
                 {
+                    "kind": "http",
                     "name": "eureka",
                     "mark_down": {"method": "PUT", "url": f"{instance}/status?value=DOWN"},
                     "deregister": {"method": "DELETE", "url": instance},
@@ -258,7 +259,14 @@ async def test_redelivered_hooks_join_the_same_flight_and_nothing_is_done_twice(
     assert agent.events is not None
     await agent.events.flush(2.0)
     reasons = [e["reason"] for e in pod.cp.events_for(NAMESPACE, POD)]
-    assert sorted(reasons) == ["AppReleased", "OutOfRotation", "ProxyReleased", "ShutdownFinished"]
+    assert sorted(reasons) == [
+        "AppReleased",
+        "OutOfRotation",
+        "ProxyReleased",
+        "RegistryMarkedDown",
+        "RegistryRetired",
+        "ShutdownFinished",
+    ]
 
 
 async def test_a_hook_redelivered_after_the_shutdown_finished_is_answered_at_once(pod: Pod) -> None:

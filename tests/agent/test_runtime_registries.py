@@ -65,6 +65,7 @@ async def test_announce_marks_down_and_retire_removes_and_verifies_after_the_app
             "traffic": {"sample_interval_seconds": 0.05},
             "registries": [
                 {
+                    "kind": "http",
                     "name": "eureka",
                     "mark_down": {"method": "PUT", "url": f"{instance}/status?value=DOWN"},
                     "deregister": {"method": "DELETE", "url": instance},

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import sidecar.settings
 from sidecar.settings import Settings
@@ -27,12 +28,19 @@ def schema_keys(cls: type[Any], prefix: str = "") -> list[tuple[str, dataclasses
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
             keys.extend(schema_keys(hint, f"{key}."))  # type: ignore[arg-type]
-        elif get_origin(hint) is tuple and dataclasses.is_dataclass(get_args(hint)[0]):
+        elif get_origin(hint) is tuple and _groups(get_args(hint)[0]):
             keys.append((f"{key}[]", f))
-            keys.extend(schema_keys(get_args(hint)[0], f"{key}[]."))
+            for group in _groups(get_args(hint)[0]):  # a union: each kind's keys
+                keys.extend(schema_keys(group, f"{key}[]."))
         else:
             keys.append((key, f))
     return keys
+
+
+def _groups(hint: Any) -> list[type[Any]]:
+    """The dataclasses a list element may be: itself, or each member of a union of them."""
+    members = get_args(hint) if get_origin(hint) in (types.UnionType, Union) else (hint,)
+    return [m for m in members if dataclasses.is_dataclass(m)]
 
 
 def documented_defaults() -> dict[str, str]:
@@ -65,11 +73,14 @@ def test_the_public_names_are_importable_from_the_package() -> None:
 def test_every_key_is_documented_with_its_default() -> None:
     documented = documented_defaults()
     text = DOCS.read_text()
-    registry_text = REGISTRY_DOCS.read_text()
+    registry_text = "\n".join(
+        path.read_text()
+        for path in [REGISTRY_DOCS, *sorted(REGISTRY_DOCS.parent.glob("registries/*.md"))]
+    )
     for key, f in schema_keys(Settings):
         if key.startswith(DOCUMENTED_IN_REGISTRIES):
             inner = key.rsplit(".", 1)[-1]
-            assert f"`{inner}`" in registry_text, f"{key} is missing from docs/registries.md"
+            assert f"`{inner}`" in registry_text, f"{key} is missing from docs/registries*.md"
             continue
         assert f"`{key}`" in text, f"{key} is missing from docs/configuration.md"
         if key in RESOLVED_AT_LOAD:
