@@ -59,8 +59,9 @@ class Identity:
 
 
 def identity_of(pod: PodIdentity, labels: Mapping[str, str] | None = None) -> Identity:
-    """The template view of the pod the settings describe (labels, when known, from elsewhere)."""
-    return Identity(pod.name, pod.namespace, pod.uid, tuple(pod.ips), dict(labels or {}))
+    """The template view of the pod the settings describe; `labels` replace the pod's own."""
+    known = pod.labels if labels is None else labels
+    return Identity(pod.name, pod.namespace, pod.uid, tuple(pod.ips), dict(known))
 
 
 @dataclass(frozen=True)

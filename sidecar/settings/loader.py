@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import TYPE_CHECKING, Any, get_type_hints
 
@@ -15,6 +16,8 @@ from sidecar.settings.schema import ServerSettings, Settings
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+#: A pod's labels are at most 256 KiB in all (the API server's limit on annotations is the same).
+LABELS_FILE_MAX_BYTES = 256 * 1024
 #: At most this many errors are listed, then how many more there were.
 ERRORS_MAX = 50
 #: Each error line is at most this long.
@@ -59,6 +62,8 @@ def from_mapping(data: object, environ: Mapping[str, str]) -> Settings:
     settings = reader.read(Settings, data, "")
     if settings is not INVALID:
         settings = _read_token_file(settings, reader)
+    if settings is not INVALID and settings.pod.labels_file:
+        settings = _read_labels_file(settings, reader)
     if settings is not INVALID:
         for rule in crossfield.RULES:
             for key, message in rule(settings).items():
@@ -95,6 +100,27 @@ def _resolve_kubernetes_switch(data: object, environ: Mapping[str, str], reader:
             on = bool(environ.get("KUBERNETES_SERVICE_HOST") or kubeconfig)
         section["enabled"] = on
     return {**data, "kubernetes": section}
+
+
+def _read_labels_file(settings: Settings, reader: Reader) -> Any:
+    """The pod's labels from a downward-API volume file: one `key="value"` line each."""
+    key, path = "pod.labels_file", settings.pod.labels_file
+    try:
+        text = yamlfile.read_text(path, LABELS_FILE_MAX_BYTES)
+    except ValueError as e:
+        return reader.error(key, f"{clip(repr(path), 200)}: {e}")
+    labels: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        name, equals, quoted = line.partition("=")
+        try:
+            value = json.loads(quoted) if equals else None
+        except ValueError:
+            value = None
+        if not isinstance(value, str) or not name:
+            return reader.expected(f"{key} line {number}", 'a line key="value"', line)
+        labels[name] = value
+    pod = dataclasses.replace(settings.pod, labels={**settings.pod.labels, **labels})
+    return dataclasses.replace(settings, pod=pod)
 
 
 def _read_token_file(settings: Settings, reader: Reader) -> Any:

@@ -65,6 +65,10 @@ class PodIdentity:
     ips: Annotated[tuple[IpAddress, ...], FromEnv("POD_IPS", "POD_IP")] = ()
     #: The node's IP: the kubelet's probes and hooks come from it, so it is never traffic.
     host_ip: Annotated[IpAddress, FromEnv("HOST_IP")] = ""
+    #: The pod's labels, for registry templates (`{pod.labels[app]}`).
+    labels: dict[str, str] = field(default_factory=dict)
+    #: A downward-API volume file of the pod's labels (`metadata.labels`); it wins over `labels`.
+    labels_file: str = ""
 
 
 @dataclass(frozen=True)

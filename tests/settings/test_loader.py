@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sidecar import settings
 from sidecar.errors import ConfigError
+from sidecar.model.http_action import identity_of
 
 TOKEN = "0123456789abcdef0123"
 MINIMAL = {"containers": [{"name": "app", "ports": [8080]}], "server": {"token": TOKEN}}
@@ -255,3 +256,24 @@ def test_an_unknown_switch_or_unconfirmed_policy_is_named_in_the_error() -> None
         "kubernetes.enabled: expected one of auto, true, false, got 'maybe'",
         "kubernetes.when_unconfirmed: expected one of deletion, restart, got 'panic'",
     ]
+
+
+def test_the_pods_labels_come_from_the_downward_api_file_over_the_inline_ones(
+    tmp_path: Path,
+) -> None:
+    labels = tmp_path / "labels"
+    labels.write_text('app="web"\ntier="front \\"edge\\""\n', encoding="utf-8")
+    pod = {"labels": {"app": "old", "team": "shop"}, "labels_file": str(labels)}
+    loaded = settings.from_mapping({**MINIMAL, "pod": pod}, {})
+    assert loaded.pod.labels == {"app": "web", "tier": 'front "edge"', "team": "shop"}
+    assert identity_of(loaded.pod).labels == loaded.pod.labels
+
+
+def test_a_labels_file_line_that_is_not_key_quoted_value_is_named(tmp_path: Path) -> None:
+    labels = tmp_path / "labels"
+    labels.write_text('app="web"\ntier=front\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        settings.from_mapping({**MINIMAL, "pod": {"labels_file": str(labels)}}, {})
+    assert str(raised.value) == (
+        "pod.labels_file line 2: expected a line key=\"value\", got 'tier=front'"
+    )
