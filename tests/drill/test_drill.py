@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,62 @@ async def test_coordinated_with_native_sidecars_loses_nothing_and_the_proxy_stop
     assert app.exited_at <= proxy.sigterm_at
     assert proxy.exited_at is not None
     assert proxy.exited_at <= agent.sigterm_at
+
+
+#: Registry routing, small: callers read etcd every second, leases of 4 s.
+REGISTRY = DrillParams(
+    rate_per_second=50,
+    lead_seconds=1.0,
+    tail_seconds=0.5,
+    routings=("registry",),
+    registry_refresh_seconds=1.0,
+    lease_ttl_seconds=4,
+)
+
+
+NEEDS_ETCD = pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (make servers)")
+
+
+@NEEDS_ETCD
+async def test_through_a_registry_without_a_hook_callers_fail_until_the_lease_expires(
+    tmp_path: Path,
+) -> None:
+    (no_hook,) = await run_all(REGISTRY, ["no-hook"])
+    assert no_hook.routing == "registry"
+    # Nothing marks the pod down: callers send to it until its lease expires, and then fail.
+    assert no_hook.marked_down_at is None
+    assert sum(no_hook.load.failures().values()) > 0
+    exited = no_hook.killed["app"].exited_at
+    assert exited is not None
+    assert no_hook.removed_at is not None
+    assert no_hook.removed_at - exited >= REGISTRY.lease_ttl_seconds * 2 / 3 - 0.3
+    assert no_hook.callers_left_at is not None
+    assert no_hook.callers_left_at >= no_hook.removed_at
+    failed = [r.started for r in no_hook.load.requests if r.kind != "ok"]
+    assert max(failed) <= no_hook.callers_left_at + 0.1  # picked before that read, sent just after
+    assert no_hook.key_present_at_end is False
+
+
+@NEEDS_ETCD
+async def test_through_a_registry_coordinated_marks_down_first_removes_last_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    (coordinated,) = await run_all(REGISTRY, ["coordinated"])
+    assert coordinated.routing == "registry"
+    assert coordinated.load.failures() == {}
+    assert len(coordinated.load.requests) > 100
+    app = coordinated.killed["app"]
+    assert app.hook_ended is not None
+    assert app.exited_at is not None
+    # Marked down before the app's release; the callers moved at their next read, before it too.
+    assert coordinated.marked_down_at is not None
+    assert coordinated.callers_left_at is not None
+    assert coordinated.marked_down_at <= coordinated.callers_left_at <= app.hook_ended
+    # Removed only once the app had exited (it could no longer register again), and for good.
+    assert coordinated.removed_at is not None
+    assert coordinated.removed_at >= app.exited_at
+    assert coordinated.key_present_at_end is False
+    assert coordinated.agent_summary is not None
+    phases = coordinated.agent_summary["phases"]
+    assert phases["announce"]["registries"]["etcd"]["outcome"] == "marked_down"
+    assert phases["retire"]["registries"]["etcd"]["outcome"] == "removed"
