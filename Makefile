@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: $(STAMP)
-	$(BIN)/python -m sidecar drill --json out/drill.json
+	$(BIN)/python -m sidecar drill --routing service,registry --json out/drill.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)

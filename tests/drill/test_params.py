@@ -42,6 +42,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
             ["--latency-ms", "300", "20"],
             "--latency-ms: expected LOW HIGH with 0 <= LOW <= HIGH, got '300 20'",
         ),
+        (
+            ["--routing", "service,dns"],
+            "--routing: expected a comma-separated list of service, registry, got 'service,dns'",
+        ),
+        (
+            ["--registry-refresh", "0"],
+            "--registry-refresh: expected a positive number of seconds, got 0.0",
+        ),
+        (
+            ["--lease-ttl", "1"],
+            "--lease-ttl: expected at least 2 seconds (etcd's minimum lease), got 1",
+        ),
     ],
 )
 def test_a_bad_flag_value_is_a_config_error_naming_the_flag_the_value_and_the_expectation(
@@ -81,3 +93,11 @@ def test_the_sleep_recipe_defaults_to_the_fixed_sleep_that_fits_the_grace(
 def test_requests_of_one_to_three_seconds_are_a_latency_range() -> None:
     params, _ = params_from(parse(["--grace", "10", "--latency-ms", "1000", "3000"]))
     assert (params.latency_ms, params.grace_seconds, params.sleep_seconds) == ((1000, 3000), 10, 5)
+
+
+def test_registry_routing_runs_after_the_service_with_its_own_knobs() -> None:
+    argv = ["--routing", "registry,service", "--registry-refresh", "0.5", "--lease-ttl", "4"]
+    params, _ = params_from(parse(argv))
+    assert params.routings == ("service", "registry")
+    assert (params.registry_refresh_seconds, params.lease_ttl_seconds) == (0.5, 4)
+    assert params_from(parse([]))[0].routings == ("service",)

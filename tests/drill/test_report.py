@@ -73,3 +73,28 @@ def test_the_sleep_recipe_is_shown_with_the_sleep_it_really_had() -> None:
     # The JSON keeps the recipe's id (bench/run.py looks rows up by it).
     assert document([result("sleep-15", 0)], short)["scenarios"][0]["scenario"] == "sleep-15"
     assert table([result("sleep-15", 0)], PARAMS).splitlines()[2].split()[0] == "sleep-15"
+
+
+def test_a_registry_scenario_shows_when_its_key_was_marked_down_removed_and_left_behind() -> None:
+    routed = result("coordinated", 0)
+    routed.routing = "registry"
+    routed.marked_down_at, routed.callers_left_at, routed.removed_at = 100.3, 101.6, 103.2
+    routed.key_present_at_end = False
+    lines = table([result("no-hook", 0), routed], PARAMS).splitlines()
+    assert lines[0].endswith("marked down s  removed s  callers moved s")
+    row = next(line for line in lines if line.startswith("coordinated@registry "))
+    assert row.split()[-3:] == ["0.3", "3.2", "1.6"]
+    assert next(line for line in lines if line.startswith("no-hook ")).split()[-3:] == ["-"] * 3
+    doc = document([routed], PARAMS)["scenarios"][0]
+    assert (doc["scenario"], doc["routing"]) == ("coordinated", "registry")
+    assert doc["key_present_at_end"] is False
+    root = ET.fromstring(timeline_svg([routed], PARAMS))  # noqa: S314 - our own output
+    texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "coordinated@registry" in texts
+    assert {"marked down 0.3 s", "key removed 3.2 s", "callers moved 1.6 s"} <= set(texts)
+
+
+def test_a_key_still_registered_at_the_end_is_called_out() -> None:
+    routed = result("no-hook", 0)
+    routed.routing, routed.key_present_at_end = "registry", True
+    assert "  no-hook@registry: its key was still registered at the end" in table([routed], PARAMS)
