@@ -1,4 +1,4 @@
-"""The whole agent with a generic HTTP registry: marked down, then removed and read back."""
+"""The whole agent: a registry marked down before release, removed and read back, config cleaned."""
 
 from __future__ import annotations
 
@@ -15,22 +15,26 @@ from sidecar.settings import from_mapping
 
 
 class Registry:
-    """A registry that holds one instance until it is deleted; it records every call."""
+    """A registry holding one instance, and a config store holding one entry keyed by pod IP.
+
+    Each is there until deleted; every call is recorded with its loop time.
+    """
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
-        self.present = True
-        self.down = False
+        self.times: dict[tuple[str, str], float] = {}
+        self.present = {"/apps/WEB/web-1": True, "/configs/weight-10.1.0.7": True}
 
     async def handle(self, request: web.Request) -> web.Response:
-        self.calls.append((request.method, request.path_qs))
+        call = (request.method, request.path_qs)
+        self.calls.append(call)
+        self.times.setdefault(call, asyncio.get_running_loop().time())
         if request.method == "PUT":
-            self.down = True
             return web.Response(status=200)
         if request.method == "DELETE":
-            self.present = False
+            self.present[request.path] = False
             return web.Response(status=200)
-        return web.Response(status=200 if self.present else 404)
+        return web.Response(status=200 if self.present.get(request.path) else 404)
 
 
 @pytest.fixture
@@ -55,7 +59,7 @@ async def test_announce_marks_down_and_retire_removes_and_verifies_after_the_app
         {
             "containers": [{"name": "app", "ports": [free_port()]}],
             "server": {"host": "127.0.0.1", "port": free_port(), "allow_unauthenticated": True},
-            "pod": {"name": "web-1", "namespace": "shop"},
+            "pod": {"name": "web-1", "namespace": "shop", "ips": ["10.1.0.7"]},
             "kubernetes": {"enabled": False},
             "phases": {
                 "unroute_fallback_delay_seconds": 0.1,
@@ -70,6 +74,14 @@ async def test_announce_marks_down_and_retire_removes_and_verifies_after_the_app
                     "mark_down": {"method": "PUT", "url": f"{instance}/status?value=DOWN"},
                     "deregister": {"method": "DELETE", "url": instance},
                     "verify": {"url": instance},
+                }
+            ],
+            "config_cleanup": [
+                {
+                    "name": "weight",
+                    "method": "DELETE",
+                    "url": f"{url}/configs/weight-{{pod.ip}}",
+                    "verify": {"url": f"{url}/configs/weight-{{pod.ip}}"},
                 }
             ],
         },
@@ -96,8 +108,16 @@ async def test_announce_marks_down_and_retire_removes_and_verifies_after_the_app
         "read": "absent",
         "attempts": 2,
     }
-    assert phases["retire"]["started_seconds"] >= phases["exit"]["started_seconds"]
+    assert phases["retire"]["actions"]["weight"]["outcome"] == "ok"
+    exit_ended = phases["exit"]["started_seconds"] + phases["exit"]["duration_seconds"]
+    assert phases["retire"]["started_seconds"] >= exit_ended  # after the app exited
+    # The mark-down reached the registry before the app's hook was answered.
+    released = agent.coordinator.status().releases[0]
+    assert released.container == "app"
+    assert fake.times[("PUT", "/apps/WEB/web-1/status?value=DOWN")] < released.at
     assert fake.calls[0] == ("PUT", "/apps/WEB/web-1/status?value=DOWN")
     assert ("DELETE", "/apps/WEB/web-1") in fake.calls
-    assert fake.calls[-1] == ("GET", "/apps/WEB/web-1")
-    assert not fake.present
+    assert ("DELETE", "/configs/weight-10.1.0.7") in fake.calls
+    # The registry and the config store end empty, and the read-backs said so.
+    assert fake.present == {"/apps/WEB/web-1": False, "/configs/weight-10.1.0.7": False}
+    assert fake.calls[-1][0] == "GET"
