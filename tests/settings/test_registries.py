@@ -152,4 +152,5 @@ def test_the_example_in_the_docs_reads_without_errors() -> None:
     [registry] = loaded.registries
     assert [a.name for a in loaded.offline_calls] == ["app-offline"]
     assert [a.name for a in loaded.config_cleanup] == ["nacos-config"]
+    assert isinstance(registry, HttpRegistrySettings)
     assert (registry.name, registry.mark_down.method) == ("eureka", "PUT")

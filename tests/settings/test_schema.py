@@ -40,7 +40,7 @@ def schema_keys(cls: type[Any], prefix: str = "") -> list[tuple[str, dataclasses
 def _groups(hint: Any) -> list[type[Any]]:
     """The dataclasses a list element may be: itself, or each member of a union of them."""
     members = get_args(hint) if get_origin(hint) in (types.UnionType, Union) else (hint,)
-    return [m for m in members if dataclasses.is_dataclass(m)]
+    return [m for m in members if isinstance(m, type) and dataclasses.is_dataclass(m)]
 
 
 def documented_defaults() -> dict[str, str]:
