@@ -40,15 +40,17 @@ OURS = (
     "&methods=sayHello,sayBye&version=1.0.0&timestamp=1700000000000"
 )
 FAST = RetrySettings(first_seconds=0.05, max_seconds=0.1, attempts=2)
-WAIT_SECONDS = 5.0
+#: Generous: a loaded machine may take seconds for a first session (the JVM warms up).
+WAIT_SECONDS = 15.0
 
 
 def settings(hosts: str, **changes: Any) -> ZookeeperRegistrySettings:
     fields: dict[str, Any] = {"name": "dubbo", "hosts": hosts, "interfaces": (SERVICE,)}
+    fields["timeout_seconds"] = WAIT_SECONDS / 3
     return ZookeeperRegistrySettings(**(fields | changes))
 
 
-def deadline_in(seconds: float = 10.0) -> float:
+def deadline_in(seconds: float = 2 * WAIT_SECONDS) -> float:
     return asyncio.get_running_loop().time() + seconds
 
 
@@ -372,3 +374,33 @@ def test_settings_read_from_a_mapping_with_defaults_and_checked_paths() -> None:
     bad = entry | {"hosts": "zk 2181", "root": "dubbo/", "chroot": "/a/../b", "ports": []}
     assert reader.read(ZookeeperRegistrySettings, bad, "r") is INVALID
     assert sorted(reader.errors) == ["r.chroot", "r.hosts", "r.ports", "r.root"]
+
+
+async def test_under_a_chroot_and_another_root_our_node_is_found_and_removed(
+    zookeeper: ZookeeperServer, cleanup: list[Any], admin: KazooClient
+) -> None:
+    providers = f"/prod/dubbo-blue/{SERVICE}/providers"
+    admin.create(f"{providers}/{java_url_encode(OURS)}", makepath=True)
+    zk = registry(cleanup, zookeeper.hosts, chroot="/prod", root="/dubbo-blue")
+    result = await Retire([zk]).run(deadline_in())
+    assert result.detail["registries"]["dubbo"]["outcome"] == "removed"
+    assert admin.get_children(providers) == []
+
+
+async def test_a_hung_zookeeper_ends_retire_by_the_deadline_and_close_soon_after(
+    zookeeper: ZookeeperServer, cleanup: list[Any]
+) -> None:
+    zk = registry(cleanup, zookeeper.hosts, timeout_seconds=0.3)
+    loop = asyncio.get_running_loop()
+    assert await zk.is_present(deadline_in()) is Presence.ABSENT  # connected
+    zookeeper.pause()
+
+    deadline = deadline_in(1.5)
+    result = await Retire([zk]).run(deadline)
+    assert loop.time() < deadline + 0.5
+    entry = result.detail["registries"]["dubbo"]
+    assert (entry["deregister"], entry["outcome"], entry["timed_out"]) == ("failed", "error", True)
+    assert "no answer within 0.3 s" in entry["error"]
+    started = loop.time()
+    await zk.close()  # kazoo alone would wait for the hung server up to the session timeout
+    assert loop.time() - started < 1.5

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import importlib.util
 import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,7 +151,12 @@ class ZookeeperRegistry:
         paths = {f"{p.service}/configurators/{java_url_encode(override_url(p))}" for p in providers}
         await asyncio.gather(*(self._create(path, deadline) for path in sorted(paths)))
         self._overrides |= paths
-        log.info("zookeeper_marked_down", name=self._name, providers=len(providers))
+        if not providers:  # unregistered already (the app's offline call), or host/ports wrong
+            log.warning(
+                "zookeeper_no_provider_to_mark_down", name=self._name, ports=sorted(self._ports)
+            )
+        else:
+            log.info("zookeeper_marked_down", name=self._name, providers=len(providers))
 
     async def deregister(self, deadline: float) -> Answer:
         """Delete our provider nodes: OK, or GONE when there were none (and none deleted before)."""
@@ -184,10 +190,19 @@ class ZookeeperRegistry:
             )
 
     async def close(self) -> None:
-        """End our session (its override nodes go with it) and stop kazoo's threads."""
+        """End our session (its override nodes go with it) and stop kazoo's threads.
+
+        A hung server would hold kazoo's close for up to the session timeout: after
+        `timeout_seconds` its socket is shut, which ends the blocking read at once.
+        """
         client, self._client = self._client, None
-        if client is not None:
-            await asyncio.to_thread(_stop, client)
+        if client is None:
+            return
+        stopping = asyncio.ensure_future(asyncio.to_thread(_stop, client))
+        _, pending = await asyncio.wait({stopping}, timeout=self._settings.timeout_seconds)
+        if pending:
+            _interrupt(client)
+        await stopping
 
     # Reads and writes.
 
@@ -365,6 +380,13 @@ def _settle_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], r
 
 def _creator_acl() -> Any:
     return importlib.import_module("kazoo.security").CREATOR_ALL_ACL
+
+
+def _interrupt(client: Any) -> None:
+    """Shut kazoo's socket (a private attribute of kazoo 2.x) so its blocking read ends now."""
+    sock: Any = getattr(getattr(client, "_connection", None), "_socket", None)
+    with contextlib.suppress(OSError, AttributeError):  # closed already, or kazoo changed
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _stop(client: Any) -> None:
