@@ -2,7 +2,7 @@
 
 etcd 3.4's gRPC gateway serves every RPC as `POST /v3/...` with a JSON body; keys and values
 are base64 in it, int64s (lease IDs, TTLs, revisions) are strings, and empty fields are left
-out (a keep-alive of an expired lease answers without `TTL`). reference/registries-and-envoy.md §5.
+out (a keep-alive of an expired lease answers without `TTL`). See docs/registries/etcd.md.
 """
 
 from __future__ import annotations
