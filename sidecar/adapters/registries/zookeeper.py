@@ -97,7 +97,7 @@ def kazoo_installed() -> bool:
 
 
 def import_kazoo(what: str) -> tuple[Any, Any]:
-    """The client and exceptions modules of kazoo modules, or an AdapterError naming the extra."""
+    """The client and exceptions modules of kazoo, or an AdapterError naming the extra."""
     try:
         return importlib.import_module("kazoo.client"), importlib.import_module("kazoo.exceptions")
     except ImportError as e:
