@@ -23,6 +23,7 @@ from sidecar.settings.registry_consul import ConsulRegistrySettings
 from sidecar.settings.registry_etcd import EtcdRegistrySettings
 from sidecar.settings.registry_eureka import EurekaRegistrySettings
 from sidecar.settings.registry_nacos import NacosRegistrySettings
+from sidecar.settings.registry_zookeeper import ZookeeperRegistrySettings
 
 #: Every registry kind: adding one is its settings dataclass here, and its back end.
 RegistrySettings = (
@@ -31,6 +32,7 @@ RegistrySettings = (
     | EtcdRegistrySettings
     | EurekaRegistrySettings
     | NacosRegistrySettings
+    | ZookeeperRegistrySettings
 )
 
 Role = Literal["app", "proxy"]

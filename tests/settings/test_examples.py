@@ -26,7 +26,7 @@ POD: dict[str, Any] = {
 
 def test_the_docs_have_an_example_per_registry_kind_and_per_action() -> None:
     kinds = {k for e in EXAMPLES for k in re.findall(r"kind: (\w+)", e)}
-    assert kinds >= {"http", "consul", "etcd", "eureka", "nacos"}
+    assert kinds >= {"http", "consul", "etcd", "eureka", "nacos", "zookeeper"}
     assert any("offline_calls:" in e for e in EXAMPLES)
     assert any("config_cleanup:" in e for e in EXAMPLES)
 

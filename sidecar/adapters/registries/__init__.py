@@ -9,11 +9,13 @@ from sidecar.adapters.registries.etcd import EtcdRegistry
 from sidecar.adapters.registries.eureka import EurekaRegistry
 from sidecar.adapters.registries.http import HttpRegistry
 from sidecar.adapters.registries.nacos import NacosRegistry
+from sidecar.adapters.registries.zookeeper import ZookeeperRegistry
 from sidecar.settings.registries import HttpRegistrySettings
 from sidecar.settings.registry_consul import ConsulRegistrySettings
 from sidecar.settings.registry_etcd import EtcdRegistrySettings
 from sidecar.settings.registry_eureka import EurekaRegistrySettings
 from sidecar.settings.registry_nacos import NacosRegistrySettings
+from sidecar.settings.registry_zookeeper import ZookeeperRegistrySettings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from sidecar.settings.schema import RegistrySettings
 
 #: Back ends with a client session of their own, closed when the agent stops.
-OwnSession = ConsulRegistry | EtcdRegistry | EurekaRegistry | NacosRegistry
+OwnSession = ConsulRegistry | EtcdRegistry | EurekaRegistry | NacosRegistry | ZookeeperRegistry
 #: Every back end.
 Backend = HttpRegistry | OwnSession
 
@@ -45,6 +47,8 @@ def build_registries(
             built.append(EurekaRegistry(entry, pod, key=key))
         elif isinstance(entry, NacosRegistrySettings):
             built.append(NacosRegistry(entry, pod, key=key))
+        elif isinstance(entry, ZookeeperRegistrySettings):
+            built.append(ZookeeperRegistry(entry, pod, key=key))
     return built
 
 
