@@ -17,8 +17,9 @@ import pytest
 from kazoo.client import KazooClient  # type: ignore[import-untyped] # kazoo ships no hints
 from kazoo.security import CREATOR_ALL_ACL  # type: ignore[import-untyped] # no hints either
 
-from sidecar.adapters.registries.zookeeper import ZookeeperRegistry, java_url_encode
+from sidecar.adapters.registries.zookeeper import ZookeeperRegistry
 from sidecar.errors import AdapterError, ConfigError
+from sidecar.model.dubbo import java_url_encode
 from sidecar.model.http_action import Identity
 from sidecar.model.registry import Answer, Presence
 from sidecar.model.report import Outcome

@@ -12,16 +12,20 @@ import asyncio
 import contextlib
 import importlib
 import importlib.util
-import ipaddress
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote_plus, unquote_plus, urlencode, urlsplit
 
 import structlog
 
 from sidecar.errors import AdapterError, ConfigError, truncate
+from sidecar.model.dubbo import (
+    Provider,
+    canonical_host,
+    java_url_encode,
+    override_url,
+    parse_provider,
+)
 from sidecar.model.http_action import render
 from sidecar.model.registry import Answer, Presence
 
@@ -35,57 +39,6 @@ log = structlog.get_logger(__name__)
 
 #: What to install for this back end.
 EXTRA = "pip install 'shutdown-coordinator[zookeeper]'"
-
-
-def java_url_encode(text: str) -> str:
-    """`text` as Dubbo's URL.encode (java.net.URLEncoder, UTF-8) writes it into a node name."""
-    return quote_plus(text, safe="*").replace("~", "%7E")
-
-
-def _canonical(host: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host.strip("[]")))
-    except ValueError:
-        return host.lower()
-
-
-@dataclass(frozen=True)
-class Provider:
-    """One provider node of ours: where it is, its raw name, and what its URL says."""
-
-    service: str
-    raw: str
-    #: host:port as the URL writes it (an IPv6 host in brackets).
-    address: str
-    interface: str
-    params: dict[str, str]
-
-    @property
-    def path(self) -> str:
-        """The node's path."""
-        return f"{self.service}/providers/{self.raw}"
-
-
-def parse_provider(service: str, raw: str) -> tuple[Provider, str, int] | None:
-    """A provider node's name, decoded: the provider, its host and port; None if not a URL."""
-    try:
-        url = urlsplit(unquote_plus(raw))
-        port = url.port
-    except ValueError:
-        return None
-    if not url.scheme or url.hostname is None or port is None:
-        return None
-    params = dict(parse_qsl(url.query, keep_blank_values=True))
-    interface = params.get("interface") or url.path.strip("/")
-    provider = Provider(service, raw, url.netloc.rpartition("@")[2], interface, params)
-    return provider, url.hostname, port
-
-
-def override_url(provider: Provider) -> str:
-    """Dubbo's override disabling one provider (its address), scoped by its group and version."""
-    query = {"category": "configurators", "disabled": "true", "dynamic": "true"}
-    query |= {k: provider.params[k] for k in ("group", "version") if provider.params.get(k)}
-    return f"override://{provider.address}/{provider.interface}?{urlencode(query)}"
 
 
 def kazoo_installed() -> bool:
@@ -113,7 +66,7 @@ class ZookeeperRegistry:
         if not kazoo_installed():
             raise ConfigError(f"{key}: kind zookeeper needs kazoo, which is not installed; {EXTRA}")
         rendered = render(settings.host, pod, "text", f"{key}.host")
-        self._hosts = frozenset(_canonical(h.strip()) for h in rendered.split(",") if h.strip())
+        self._hosts = frozenset(canonical_host(h.strip()) for h in rendered.split(",") if h.strip())
         if not self._hosts:
             raise ConfigError(f"{key}.host: no host once rendered for this pod, got {rendered!r}")
         self._settings = settings
@@ -220,7 +173,7 @@ class ZookeeperRegistry:
         return ours
 
     def _matches(self, host: str, port: int) -> bool:
-        return port in self._ports and _canonical(host) in self._hosts
+        return port in self._ports and canonical_host(host) in self._hosts
 
     async def _scan(self, deadline: float) -> list[str]:
         root = self._settings.root
