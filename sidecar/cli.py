@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     from sidecar.drill.params import add_arguments  # noqa: PLC0415 - light, but only for drill
 
     add_arguments(drill)
+    inject = commands.add_parser(
+        "inject", help="add the coordinator to workloads (YAML) and print them"
+    )
+    from sidecar.injector.inject import add_arguments as inject_arguments  # noqa: PLC0415
+
+    inject_arguments(inject)
     return parser
 
 
@@ -98,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "drill":
         return _drill(args)
+    if args.command == "inject":
+        from sidecar.injector.inject import run as inject  # noqa: PLC0415 - only for inject
+
+        return inject(args)
     try:
         loaded = settings.load(args.config)
     except ConfigError as e:
