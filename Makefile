@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 # Real registry servers for the tests (Debian packages); the tests start and stop them.
 servers:
