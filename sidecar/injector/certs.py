@@ -43,7 +43,10 @@ DEFAULT_NAMESPACE = "shutdown-coordinator-system"
 DEFAULT_CONFIGURATIONS = ("mutatingwebhookconfiguration/shutdown-coordinator-injector",)
 #: X.509's upper bound on a common name.
 CN_MAX_CHARS = 64
-_CA_BUNDLE = re.compile(r"^(?P<key>[ \t]*(?:-[ \t]+)?caBundle:)[^\n#]*", re.MULTILINE)
+_CA_BUNDLE = re.compile(
+    r"""^(?P<key>[ \t]*(?:-[ \t]+)?caBundle:)[ \t]*(?:"[^"\n]*"|'[^'\n]*'|[^\s#]*)""",
+    re.MULTILINE,
+)
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,10 @@ class Webhook:
         self._port = port
         self._runner: web.AppRunner | None = None
         self._site: _TLSSite | None = None
+        #: Set once listening, and ready.
+        self.serving = asyncio.Event()
+        #: Set once unready: a shutdown has begun.
+        self.stopping = asyncio.Event()
         #: Set once the listener is closed and reviews in flight are being waited for.
         self.draining = asyncio.Event()
 
@@ -192,11 +196,13 @@ class Webhook:
         self._site = _TLSSite(runner, self._host, self._port, ssl_context=self.certificate.context)
         await self._site.start()
         self.reviews.ready = True
+        self.serving.set()
         log.info("injector_ready", port=self.port, path=MUTATE_PATH)
 
     def unready(self) -> None:
         """The first step of a shutdown: /readyz fails, reviews are still answered."""
         self.reviews.ready = False
+        self.stopping.set()
 
     async def stop(self) -> None:
         """Stop listening, let reviews in flight finish (IN_FLIGHT_SECONDS at most), close."""
