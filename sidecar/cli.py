@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ from sidecar.model.deadline import plan_from_settings
 from sidecar.model.plan import release_groups
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from sidecar.model.deadline import Budget
 
@@ -25,7 +26,12 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None) -> argparse.ArgumentParser:
+    """The parser; a program's own arguments are added only when it is the command asked for.
+
+    The agent must not pay at start for the injector's imports (TLS, cryptography, YAML
+    round-tripping): they would stay in its memory for the pod's whole life.
+    """
     parser = argparse.ArgumentParser(
         prog="shutdown-coordinator", description="Lossless pod shutdown: ordered preStop release."
     )
@@ -41,17 +47,23 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "-c", "--config", default=os.environ.get("SHUTDOWN_COORDINATOR_CONFIG"), help=config_help
     )
-    drill = commands.add_parser("drill", help="delete a pod under load with each shutdown recipe")
-    from sidecar.drill.params import add_arguments  # noqa: PLC0415 - light, but only for drill
-
-    add_arguments(drill)
-    inject = commands.add_parser(
-        "inject", help="add the coordinator to workloads (YAML) and print them"
-    )
-    from sidecar.injector.inject import add_arguments as inject_arguments  # noqa: PLC0415
-
-    inject_arguments(inject)
+    for name, (help_text, module) in _PROGRAM_ARGUMENTS.items():
+        program = commands.add_parser(name, help=help_text)
+        if name == command:
+            importlib.import_module(module).add_arguments(program)
     return parser
+
+
+#: Programs beside the agent: their help line, and the module that adds their arguments.
+_PROGRAM_ARGUMENTS = {
+    "drill": ("delete a pod under load with each shutdown recipe", "sidecar.drill.params"),
+    "inject": ("add the coordinator to workloads (YAML) and print them", "sidecar.injector.inject"),
+    "injector": ("serve the mutating admission webhook (TLS)", "sidecar.injector.main"),
+    "certs": (
+        "write a CA and the webhook's serving certificate; set the caBundle",
+        "sidecar.injector.certs",
+    ),
+}
 
 
 def _plan_document(loaded: settings.Settings) -> dict[str, object]:
@@ -99,15 +111,41 @@ def _drill(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _inject(args: argparse.Namespace) -> int:
+    from sidecar.injector.inject import run  # noqa: PLC0415 - only this command needs it
+
+    return run(args)
+
+
+def _injector(args: argparse.Namespace) -> int:
+    from sidecar.injector.main import run  # noqa: PLC0415 - only this command needs it
+
+    return run(args)
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from sidecar.injector.certs import run  # noqa: PLC0415 - only this command needs it
+
+    return run(args)
+
+
+#: Commands that read no agent settings: each parses its own arguments and owns its output.
+_PROGRAMS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "inject": _inject,
+    "injector": _injector,
+    "certs": _certs,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code."""
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in arguments if not a.startswith("-")), None)
+    args = _parser(command).parse_args(arguments)
     if args.command == "drill":
         return _drill(args)
-    if args.command == "inject":
-        from sidecar.injector.inject import run as inject  # noqa: PLC0415 - only for inject
-
-        return inject(args)
+    if args.command in _PROGRAMS:
+        return _PROGRAMS[args.command](args)
     try:
         loaded = settings.load(args.config)
     except ConfigError as e:

@@ -31,3 +31,16 @@ def test_a_pod_without_registries_does_not_import_the_registry_modules() -> None
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_agent_command_does_not_import_the_injector_or_its_crypto() -> None:
+    probe = (
+        "import sys; from sidecar import cli; cli._parser('agent'); "
+        "print(sorted({m.split('.')[0] + '.' + m.split('.')[1] if m.startswith('sidecar.') "
+        "else m.split('.')[0] for m in sys.modules} & "
+        "{'cryptography', 'ruamel', 'sidecar.injector', 'sidecar.drill', 'jsonpatch'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
