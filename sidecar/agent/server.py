@@ -1,4 +1,4 @@
-"""The agent's HTTP surface: /prestop/{container}, /healthz, /readyz, /status, /metrics."""
+"""The agent's HTTP surface: /prestop/{container}, /prepare, the probes, /status, /metrics."""
 
 from __future__ import annotations
 
@@ -76,6 +76,15 @@ class Hooks:
             }
         )
 
+    async def prepare(self, request: web.Request) -> web.Response:
+        """Prepare for a deletion (the deletion webhook asks); idempotent, bounded per call."""
+        if not self.authorised(request.raw_headers):
+            log.warning("prepare_rejected", reason="bad or missing token", peer=request.remote)
+            return web.json_response({"error": "forbidden: missing or wrong token"}, status=403)
+        prepared = await self._coordinator.prepare()
+        log.info("prepare_answered", peer=request.remote, prepared=prepared.prepared)
+        return web.json_response(prepared.document())
+
     async def healthz(self, _: web.Request) -> web.Response:
         """Alive while the process serves."""
         return web.Response(text="ok\n")
@@ -152,6 +161,7 @@ def _routes(hooks: Hooks) -> web.Application:
     app = web.Application()
     app.router.add_route("GET", "/prestop/{container}", hooks.prestop)
     app.router.add_route("POST", "/prestop/{container}", hooks.prestop)
+    app.router.add_post("/prepare", hooks.prepare)
     app.router.add_get("/healthz", hooks.healthz)
     app.router.add_get("/readyz", hooks.readyz)
     app.router.add_get("/status", hooks.status)

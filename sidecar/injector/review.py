@@ -1,4 +1,4 @@
-"""AdmissionReview v1 in and out: which requests are pods to inject, and every answer's shape.
+"""AdmissionReview v1 in and out: which requests are pods to inject or guard, every answer's shape.
 
 Pure: bytes in, a status and a JSON document out; no I/O. What each kind of review gets
 (docs/webhook.md has the same table):
@@ -15,6 +15,9 @@ Allowing is always the answer: the webhook adds a sidecar, it never guards anyth
 that cannot be injected must still be created (the same as `failurePolicy: Ignore`). The 400
 answers are for callers that are not the API server (it only sends what the first rows cover);
 their body is still an AdmissionReview, with the uid when one was found.
+
+The deletion webhook (/validate-delete, sidecar/injector/guarantee.py) reads its pod DELETE
+with `parse_delete` and answers with `allow` or `refuse`; docs/guarantee.md has its table.
 """
 
 from __future__ import annotations
@@ -104,6 +107,97 @@ def parse(body: bytes) -> PodReview | Answer:
         return allow(uid, "no_object", ["not injected: the review carries no pod object"])
     namespace = request.get("namespace")
     return PodReview(uid, namespace if isinstance(namespace, str) else "", pod)
+
+
+@dataclass(frozen=True)
+class DeleteReview:
+    """A pod DELETE to guard: the review's uid, the pod as it is (oldObject), dry run or not."""
+
+    uid: str
+    namespace: str
+    name: str
+    pod: Mapping[str, Any]
+    dry_run: bool
+
+    @property
+    def pod_uid(self) -> str:
+        """The pod's own uid (each incarnation of a name has its own), or "" without one."""
+        uid = _metadata(self.pod).get("uid")
+        return uid[:128] if isinstance(uid, str) else ""
+
+    @property
+    def annotations(self) -> Mapping[str, Any]:
+        """The pod's annotations ({} when absent or not an object)."""
+        annotations = _metadata(self.pod).get("annotations")
+        return annotations if isinstance(annotations, dict) else {}
+
+    @property
+    def terminating(self) -> bool:
+        """Whether an earlier deletion already set its deletionTimestamp."""
+        return bool(_metadata(self.pod).get("deletionTimestamp"))
+
+    @property
+    def phase(self) -> str:
+        """status.phase, or "" without one."""
+        status = self.pod.get("status")
+        phase = status.get("phase") if isinstance(status, dict) else None
+        return phase if isinstance(phase, str) else ""
+
+    @property
+    def pod_ip(self) -> str:
+        """status.podIP, or "" without one."""
+        status = self.pod.get("status")
+        ip = status.get("podIP") if isinstance(status, dict) else None
+        return ip if isinstance(ip, str) else ""
+
+
+def parse_delete(body: bytes) -> DeleteReview | Answer:
+    """The pod DELETE this body asks about, or the answer to give without asking any agent."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return _bad("", "the body is not JSON")
+    if not isinstance(document, dict):
+        return _bad("", f"expected a JSON object, got {type(document).__name__}")
+    request = _request(document)
+    if isinstance(request, Answer):
+        return request
+    uid = request["uid"]
+    resource = request.get("resource")
+    if (
+        request.get("operation") != "DELETE"
+        or not isinstance(resource, dict)
+        or resource.get("group") != ""
+        or resource.get("resource") != "pods"
+        or request.get("subResource")
+    ):
+        return allow(uid, "skipped")
+    pod = request.get("oldObject")
+    if not isinstance(pod, dict):
+        return allow(uid, "no_object", ["not guarded: the review carries no pod (oldObject)"])
+    namespace, name = request.get("namespace"), request.get("name")
+    return DeleteReview(
+        uid,
+        namespace if isinstance(namespace, str) else "",
+        name[:253] if isinstance(name, str) else "",
+        pod,
+        request.get("dryRun") is True,
+    )
+
+
+def refuse(uid: str, outcome: str, message: str) -> Answer:
+    """A 200 answer refusing the request (403 for the caller), with the message it shows."""
+    response = {
+        "uid": uid,
+        "allowed": False,
+        "status": {"code": 403, "reason": "Forbidden", "message": message[:1024]},
+    }
+    return Answer(200, {"apiVersion": API_VERSION, "kind": KIND, "response": response}, outcome)
+
+
+def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
 
 
 def _request(document: Mapping[str, Any]) -> dict[str, Any] | Answer:

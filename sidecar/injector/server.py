@@ -1,4 +1,4 @@
-"""The webhook's HTTP surface over TLS: POST /mutate, /healthz, /readyz; bounded size and time."""
+"""The webhook's HTTP surface over TLS: /mutate, /validate-delete, probes; bounded size and time."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sidecar.injector import review
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
+    from sidecar.injector.guarantee import Guarantee
     from sidecar.injector.tls import ServingCertificate
 
     #: The planner as the webhook calls it: the pod object and the review's namespace. It may
@@ -23,6 +24,8 @@ log = structlog.get_logger(__name__)
 
 #: The path the MutatingWebhookConfiguration names.
 MUTATE_PATH = "/mutate"
+#: The path the guarantee component's ValidatingWebhookConfiguration names.
+VALIDATE_DELETE_PATH = "/validate-delete"
 #: A review carries one Pod, and the API server refuses objects above about 1.5 MiB (etcd's
 #: request limit); twice that leaves room for the review around it. Larger bodies get 413 unread.
 BODY_MAX_BYTES = 3 * 1024 * 1024
@@ -45,10 +48,11 @@ CUT_SECONDS = 1.0
 
 
 class Reviews:
-    """Request handlers: one planner call per pod CREATE, and the probes."""
+    """Request handlers: one planner call per pod CREATE, the deletion guard, and the probes."""
 
-    def __init__(self, plan: Planner) -> None:
+    def __init__(self, plan: Planner, guarantee: Guarantee | None = None) -> None:
         self._plan = plan
+        self._guarantee = guarantee
         self.ready = False
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -60,47 +64,75 @@ class Reviews:
 
     async def mutate(self, request: web.Request) -> web.Response:
         """Answer one AdmissionReview; every outcome is an answer, never a 500."""
+        return await self._counted(request, self._mutate)
+
+    async def validate_delete(self, request: web.Request) -> web.Response:
+        """Answer one pod DELETE review: refused until the agent prepared (docs/guarantee.md)."""
+        return await self._counted(request, self._validate_delete)
+
+    async def _counted(
+        self,
+        request: web.Request,
+        answer: Callable[[bytes], Awaitable[tuple[review.Answer, str, str]]],
+    ) -> web.Response:
+        """Read the body (bounded), answer it, log one line; counted for the shutdown's wait."""
         self.in_flight += 1
         self._idle.clear()
         try:
-            return await self._mutate(request)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
+                    body = await request.read()
+            except TimeoutError:
+                log.warning("review_timeout", peer=request.remote, seconds=REQUEST_TIMEOUT_SECONDS)
+                return web.json_response({"error": "the body did not arrive in time"}, status=408)
+            except ConnectionError:  # the caller hung up mid-body: nobody to answer
+                log.info("review_abandoned", peer=request.remote)
+                return web.json_response({"error": "the connection was lost"}, status=400)
+            answered, namespace, pod = await answer(body)
+            status = answered.review["response"].get("status", {}).get("message")
+            log.info(
+                "review_answered",
+                path=request.path,
+                uid=answered.review["response"]["uid"][:64],
+                namespace=namespace,
+                pod=pod,
+                outcome=answered.outcome,
+                **({"error": status} if status else {}),
+                milliseconds=round((loop.time() - started) * 1000, 2),
+            )
+            return web.Response(
+                body=answered.body(), status=answered.status, content_type="application/json"
+            )
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
 
-    async def _mutate(self, request: web.Request) -> web.Response:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
-                body = await request.read()
-        except TimeoutError:
-            log.warning("review_timeout", peer=request.remote, seconds=REQUEST_TIMEOUT_SECONDS)
-            return web.json_response({"error": "the body did not arrive in time"}, status=408)
-        except ConnectionError:  # the caller hung up mid-body: nobody to answer
-            log.info("review_abandoned", peer=request.remote)
-            return web.json_response({"error": "the connection was lost"}, status=400)
+    async def _mutate(self, body: bytes) -> tuple[review.Answer, str, str]:
         parsed = review.parse(body)
         if isinstance(parsed, review.Answer):
-            answered = parsed
-            pod = namespace = ""
-        else:
-            pod, namespace = parsed.pod_name, parsed.namespace
-            answered = await self._answer(parsed)
-        status = answered.review["response"].get("status", {}).get("message")
-        log.info(
-            "review_answered",
-            uid=answered.review["response"]["uid"][:64],
-            namespace=namespace,
-            pod=pod,
-            outcome=answered.outcome,
-            **({"error": status} if status else {}),
-            milliseconds=round((loop.time() - started) * 1000, 2),
-        )
-        return web.Response(
-            body=answered.body(), status=answered.status, content_type="application/json"
-        )
+            return parsed, "", ""
+        return await self._answer(parsed), parsed.namespace, parsed.pod_name
+
+    async def _validate_delete(self, body: bytes) -> tuple[review.Answer, str, str]:
+        parsed = review.parse_delete(body)
+        if isinstance(parsed, review.Answer):
+            return parsed, "", ""
+        if self._guarantee is None:  # not configured: the deletion is never held here
+            return review.allow(parsed.uid, "not_configured"), parsed.namespace, parsed.name
+        try:
+            async with asyncio.timeout(PLAN_TIMEOUT_SECONDS):
+                answered = await self._guarantee.answer(parsed)
+        except TimeoutError:
+            warning = f"not guarded: no decision within {PLAN_TIMEOUT_SECONDS:g} s"
+            answered = review.allow(parsed.uid, "failed", [warning])
+        except Exception as e:  # a bug must not hold deletions: allowed, as failurePolicy Ignore
+            log.exception("review_guard_failed", uid=parsed.uid[:64], namespace=parsed.namespace)
+            warning = f"not guarded: internal error ({type(e).__name__})"
+            answered = review.allow(parsed.uid, "failed", [warning])
+        return answered, parsed.namespace, parsed.name
 
     async def _answer(self, parsed: review.PodReview) -> review.Answer:
         try:
@@ -129,6 +161,7 @@ def build_app(reviews: Reviews) -> web.Application:
     """The aiohttp application with every route and the body limit."""
     app = web.Application(client_max_size=BODY_MAX_BYTES)
     app.router.add_post(MUTATE_PATH, reviews.mutate)
+    app.router.add_post(VALIDATE_DELETE_PATH, reviews.validate_delete)
     app.router.add_get("/healthz", reviews.healthz)
     app.router.add_get("/readyz", reviews.readyz)
     return app
@@ -160,9 +193,16 @@ class Webhook:
     """The webhook server: `app` can be extended until `start`, which listens over TLS."""
 
     def __init__(
-        self, plan: Planner, certificate: ServingCertificate, *, host: str = "", port: int = 8443
+        self,
+        plan: Planner,
+        certificate: ServingCertificate,
+        *,
+        host: str = "",
+        port: int = 8443,
+        guarantee: Guarantee | None = None,
     ) -> None:
-        self.reviews = Reviews(plan)
+        self._guarantee = guarantee
+        self.reviews = Reviews(plan, guarantee)
         self.app = build_app(self.reviews)
         self.certificate = certificate
         self._host = host or None
@@ -224,3 +264,6 @@ class Webhook:
             log.warning("reviews_cut", in_flight=self.reviews.in_flight, seconds=IN_FLIGHT_SECONDS)
         # 4. Close every connection; what is still running is cancelled at once.
         await runner.cleanup()
+        # 5. Close the deletion guard's connections to agents.
+        if self._guarantee is not None:
+            await self._guarantee.close()

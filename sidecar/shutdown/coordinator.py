@@ -15,9 +15,11 @@ from sidecar.shutdown.flight import Flight
 from sidecar.shutdown.hooks import HookLedger
 from sidecar.shutdown.observe import TrafficMonitor
 from sidecar.shutdown.pod import Pod
+from sidecar.shutdown.prepare import Preparation
 
 if TYPE_CHECKING:
     from sidecar.settings import Settings
+    from sidecar.shutdown.prepare import Prepared
     from sidecar.shutdown.protocols import (
         ClusterApi,
         ProcessProbe,
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
         ShutdownListener,
         TrafficSource,
     )
+    from sidecar.shutdown.registries import Action
 
 
 class Coordinator:
@@ -34,7 +37,7 @@ class Coordinator:
     Readers get an immutable `FlightStatus`; nothing outside reads the flight's fields.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  # keyword-only adapters, each optional but two, named by the caller
         self,
         settings: Settings,
         *,
@@ -45,8 +48,11 @@ class Coordinator:
         announce: RegistryPhase | None = None,
         retire: RegistryPhase | None = None,
         listener: ShutdownListener | None = None,
+        prepare_action: Action | None = None,
     ) -> None:
         self._settings = settings
+        #: POST /prepare: announce and the preparation action, before a deletion is allowed.
+        self._preparation = Preparation(announce, prepare_action)
         self._listener = listener
         monitor = TrafficMonitor(
             traffic,
@@ -132,6 +138,10 @@ class Coordinator:
             self.start(container)
             await self._pod.hooks.wait(container)
 
+    async def prepare(self) -> Prepared:
+        """Prepare for a deletion (announce, the preparation action); never answers a hook."""
+        return await self._preparation.prepare()
+
     def reject_hook(self, reason: str) -> None:
         """Count a refused hook."""
         self._pod.hooks.reject(reason)
@@ -197,4 +207,5 @@ class Coordinator:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self._preparation.close()
         await self._pod.monitor.stop()
