@@ -10,11 +10,18 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from sidecar.adapters.http_action import HttpAction, HttpClient
+from sidecar.agent.metrics import Metrics
 from sidecar.agent.runtime import start_agent, stop_agent
+from sidecar.agent.server import start_server
 from sidecar.drill.procs import free_port
 from sidecar.errors import AdapterError
+from sidecar.model.http_action import identity_of, render_action
 from sidecar.model.report import Outcome, Result
+from sidecar.model.traffic import TrafficSample
 from sidecar.settings import from_mapping
+from sidecar.settings.registries import HttpActionSettings
+from sidecar.shutdown.coordinator import Coordinator
 from sidecar.shutdown.prepare import Preparation
 
 TOKEN = "s3cret-token-for-tests"
@@ -171,3 +178,59 @@ async def test_over_http_the_token_comes_first_then_announce_runs_once_and_no_ho
         assert status.releases == ()
     finally:
         await stop_agent(agent)
+
+
+async def test_the_preparation_action_is_a_templated_http_action_through_the_coordinator(
+    registry: tuple[Registry, str],
+) -> None:
+    """The wiring the runtime will do once the settings have the key: a rendered HttpAction."""
+    fake, url = registry
+    settings = agent_settings(url)
+    http = HttpClient()
+    rendered = render_action(
+        HttpActionSettings(url=f"{url}/leaders/{{pod.name}}/transfer", name="leader-transfer"),
+        identity_of(settings.pod),
+        "prepare",
+    )
+    coordinator = Coordinator(
+        settings,
+        traffic=NoTraffic(),
+        processes=NoProcesses(),
+        prepare_action=HttpAction(rendered, http),
+    )
+    metrics = Metrics()
+    runner = await start_server(settings, coordinator, metrics, flush_seconds=0.1)
+    endpoint = f"http://127.0.0.1:{settings.server.port}/prepare"
+    try:
+        async with aiohttp.ClientSession() as session, asyncio.timeout(10):
+            fake.status = 409  # the store says: not now
+            async with session.post(endpoint, headers={"X-Shutdown-Token": TOKEN}) as answer:
+                body = await answer.json()
+            assert body["prepared"] is False
+            assert "HTTP 409" in body["steps"]["action"]["error"]
+            assert body["steps"]["announce"]["outcome"] == "skipped"
+            fake.status = 200
+            async with session.post(endpoint, headers={"X-Shutdown-Token": TOKEN}) as answer:
+                body = await answer.json()
+            assert body == {
+                "prepared": True,
+                "steps": {
+                    "announce": {"outcome": "skipped", "reason": "not configured"},
+                    "action": {"outcome": "ok", "name": "leader-transfer"},
+                },
+            }
+        assert fake.calls == [("POST", "/leaders/web-1/transfer")] * 2
+    finally:
+        await runner.cleanup()
+        await coordinator.close()
+        await http.close()
+
+
+class NoTraffic:
+    async def sample(self) -> TrafficSample:
+        raise AssertionError("preparing never samples traffic")
+
+
+class NoProcesses:
+    async def running(self, names: frozenset[str]) -> bool | None:
+        raise AssertionError("preparing never looks at processes")
