@@ -1,4 +1,7 @@
-"""The agent's only door to the Kubernetes API (kubernetes-asyncio): our pod, our slices, Events.
+"""The only door to the Kubernetes API (kubernetes-asyncio), for the agent and the injector.
+
+The agent reads its pod, watches its EndpointSlices and posts Events; the injector reads (or
+makes) each namespace's hook-token Secret and lists its Services.
 
 Nothing here connects, or even imports the client, before the first call: in steady state a
 pod costs the API server nothing (docs/kubernetes.md, "When it connects").
@@ -7,10 +10,12 @@ pod costs the API server nothing (docs/kubernetes.md, "When it connects").
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import importlib
 import json
 import os
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -32,16 +37,13 @@ _RETRY_FIRST_SECONDS = 0.1
 _RETRY_MAX_SECONDS = 2.0
 
 
-class KubeApi:
-    """Reads our pod, lists and watches our EndpointSlices, posts Events on our pod."""
+class _Connection:
+    """One lazily opened API client and its request helper, shared by the agent and the injector."""
 
-    def __init__(self, settings: KubernetesSettings, pod: PodIdentity) -> None:
+    def __init__(self, settings: KubernetesSettings) -> None:
         self._settings = settings
-        self._pod = pod
         self._client: Any = None
         self._lock = asyncio.Lock()
-        #: Watch lines that were no usable event (each led to a fresh list), since the start.
-        self.skipped_watch_events = 0
 
     async def _api(self) -> Any:
         async with self._lock:
@@ -118,6 +120,16 @@ class KubeApi:
             return json.loads(text)
         except ValueError:
             raise ApiError(what, response.status, f"not JSON: {truncate(text)}") from None
+
+
+class KubeApi(_Connection):
+    """Reads our pod, lists and watches our EndpointSlices, posts Events on our pod."""
+
+    def __init__(self, settings: KubernetesSettings, pod: PodIdentity) -> None:
+        super().__init__(settings)
+        self._pod = pod
+        #: Watch lines that were no usable event (each led to a fresh list), since the start.
+        self.skipped_watch_events = 0
 
     # -- what the phases need -------------------------------------------------------------
 
@@ -271,6 +283,77 @@ class KubeApi:
         }
         path = f"/api/v1/namespaces/{pod.namespace}/events"
         await self._call("create event", "POST", path, body=body)
+
+
+class InjectorApi(_Connection):
+    """The injector's calls: a namespace's hook-token Secret (read, or made) and its Services."""
+
+    async def hook_token(self, namespace: str, name: str, key: str, *, create: bool) -> str:
+        """The text under `key` of the Secret `name` in `namespace`.
+
+        When the Secret is absent and `create` holds (never for a dry-run review), it is created
+        with a random token. If someone else created it in between (409 AlreadyExists: another
+        replica answering a review of the same namespace), theirs is read and returned. Any other
+        failure is ApiError; `status` 404 means absent and not created.
+        """
+        path = f"/api/v1/namespaces/{namespace}/secrets"
+        try:
+            return _secret_value(await self._call("get secret", "GET", f"{path}/{name}"), key)
+        except ApiError as e:
+            if e.status != 404 or not create:
+                raise
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace, "labels": SECRET_LABELS},
+            "type": "Opaque",
+            "data": {key: base64.b64encode(new_token().encode()).decode()},
+        }
+        try:
+            made = await self._call("create secret", "POST", path, body=body)
+        except ApiError as e:
+            if e.status != 409:
+                raise
+            # Created since our read: the first writer's token is the namespace's token.
+            made = await self._call("get secret", "GET", f"{path}/{name}")
+        return _secret_value(made, key)
+
+    async def service_selectors(self, namespace: str) -> dict[str, dict[str, str]]:
+        """Each Service of the namespace by name, with its selector (empty when it has none)."""
+        doc = await self._call("list services", "GET", f"/api/v1/namespaces/{namespace}/services")
+        try:
+            return {
+                item["metadata"]["name"]: dict((item.get("spec") or {}).get("selector") or {})
+                for item in doc.get("items") or []
+            }
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ApiError("list services", 200, f"malformed list: {e!r}") from e
+
+
+#: The labels of a token Secret the injector creates.
+SECRET_LABELS = {
+    "app.kubernetes.io/managed-by": "shutdown-coordinator-injector",
+    "app.kubernetes.io/part-of": "shutdown-coordinator",
+}
+#: Random bytes in a created token; URL-safe base64 makes 32 characters of a header value.
+TOKEN_BYTES = 24
+
+
+def new_token() -> str:
+    """A fresh hook token: 24 random bytes, URL-safe base64."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def _secret_value(doc: Any, key: str) -> str:
+    """The text under `key` in a Secret object; ApiError when it is not there or not text."""
+    data = doc.get("data") if isinstance(doc, dict) else None
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(value, str):
+        raise ApiError("get secret", 200, f"the Secret has no key {truncate(repr(key), 80)}")
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise ApiError("get secret", 200, f"key {truncate(repr(key), 80)} is not text") from None
 
 
 def _apply(current: dict[str, Slice], update: Update) -> None:

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, get_type_hints
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
 from sidecar import logs
+from sidecar.adapters.kube import InjectorApi
 from sidecar.errors import ConfigError
+from sidecar.injector.namespaces import (
+    LOOKUP_SECONDS,
+    REQUEST_SECONDS,
+    NamespaceLookupError,
+    Namespaces,
+    selected_by_any,
+    token_from_text,
+)
 from sidecar.injector.server import Webhook
 from sidecar.injector.tls import CertificateError, ServingCertificate
 from sidecar.model.injection import Injection, plan_patch
@@ -20,7 +31,7 @@ from sidecar.settings import yamlfile
 from sidecar.settings.constraints import clip
 from sidecar.settings.injection import InjectionTemplate
 from sidecar.settings.reader import INVALID, Reader
-from sidecar.settings.schema import ServerSettings
+from sidecar.settings.schema import KubernetesSettings
 
 if TYPE_CHECKING:
     import argparse
@@ -46,7 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", type=Path, default=Path(f"{folder}/tls/tls.key"))
     parser.add_argument("--template", help="injection template (YAML, InjectionTemplate keys)")
     parser.add_argument(
-        "--token-file", help="the hook token every namespace's token Secret holds (one value)"
+        "--token-file",
+        help="one hook token for every namespace, whose token Secrets must all hold it "
+        "(default: each namespace's own Secret, created when absent)",
+    )
+    parser.add_argument(
+        "--kubeconfig", help="for a run outside the cluster (default: the service account)"
     )
     parser.add_argument("--host", default="", help="address to listen on (default: all)")
     parser.add_argument("--port", type=int, default=8443)
@@ -74,11 +90,19 @@ def run(args: argparse.Namespace, err: TextIO = sys.stderr) -> int:
             "shutdown-coordinator injector: --port or --shutdown-delay-seconds out of range\n"
         )
         return EXIT_CONFIG
-    if token is None:
+    namespaces = None
+    if args.kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        settings = KubernetesSettings(
+            enabled=True, kubeconfig=args.kubeconfig, request_timeout_seconds=REQUEST_SECONDS
+        )
+        namespaces = Namespaces(InjectorApi(settings), template)
+    elif token is None:
         log.warning("injector_without_token", effect="every pod is left alone: no hook token")
-    webhook = Webhook(planner(template, token), certificate, host=args.host, port=args.port)
+    webhook = Webhook(
+        planner(template, token, namespaces), certificate, host=args.host, port=args.port
+    )
     try:
-        asyncio.run(serve(webhook, shutdown_delay_seconds=args.shutdown_delay_seconds))
+        asyncio.run(serve(webhook, namespaces, shutdown_delay_seconds=args.shutdown_delay_seconds))
     except OSError as e:
         err.write(f"shutdown-coordinator injector: cannot serve: {e}\n")
         return EXIT_FAILED
@@ -86,18 +110,61 @@ def run(args: argparse.Namespace, err: TextIO = sys.stderr) -> int:
 
 
 def planner(
-    template: InjectionTemplate, token: str | None
-) -> Callable[[Mapping[str, Any], str], Awaitable[Injection]]:
-    """The webhook's planner: plan_patch with the template and the hook token."""
+    template: InjectionTemplate, token: str | None, namespaces: Namespaces | None = None
+) -> Callable[..., Awaitable[Injection]]:
+    """The webhook's planner: plan_patch with the hook token, then the Service check.
 
-    async def plan(pod: Mapping[str, Any], namespace: str) -> Injection:
-        return plan_patch(pod, template, namespace=namespace, token=token)
+    The token is `token` (--token-file) when given, else the namespace's own Secret, created
+    when absent unless the review is a dry run. `dry_run` is True unless the caller says
+    otherwise, so nothing is ever created for a review that might be one. Without `namespaces`
+    (no API), nothing is looked up.
+    """
+
+    async def plan(pod: Mapping[str, Any], namespace: str, *, dry_run: bool = True) -> Injection:
+        deadline = asyncio.get_running_loop().time() + LOOKUP_SECONDS
+        hook_token = token
+        if hook_token is None and namespaces is not None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    hook_token = await namespaces.token(namespace, create=not dry_run)
+            except NamespaceLookupError as e:
+                return Injection(refused=f"no hook token: {e}")
+            except TimeoutError:
+                return Injection(refused=f"no hook token: no answer within {LOOKUP_SECONDS:g} s")
+        injection = plan_patch(pod, template, namespace=namespace, token=hook_token)
+        if injection.refused is not None or namespaces is None:
+            return injection
+        warning = await _service_warning(namespaces, pod, namespace, deadline)
+        if warning is None:
+            return injection
+        return dataclasses.replace(injection, warnings=[*injection.warnings, warning])
 
     return plan
 
 
-async def serve(webhook: Webhook, *, shutdown_delay_seconds: float) -> None:
-    """Serve until SIGTERM or SIGINT, then stop as `serve_until` says."""
+async def _service_warning(
+    namespaces: Namespaces, pod: Mapping[str, Any], namespace: str, deadline: float
+) -> str | None:
+    """A warning when no Service of the namespace selects the pod, or when none could be read."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            services = await namespaces.services(namespace)
+    except NamespaceLookupError as e:
+        return f"{_UNCHECKED}: {e}"
+    except TimeoutError:
+        return f"{_UNCHECKED}: no answer within {LOOKUP_SECONDS:g} s"
+    if selected_by_any(pod, services):
+        return None
+    return f"no Service in {namespace} selects this pod: no rotation to wait for at shutdown"
+
+
+_UNCHECKED = "could not check for a Service selecting this pod"
+
+
+async def serve(
+    webhook: Webhook, namespaces: Namespaces | None = None, *, shutdown_delay_seconds: float
+) -> None:
+    """Serve until SIGTERM or SIGINT, then stop as `serve_until` says; close the API last."""
     loop = asyncio.get_running_loop()
     sigterm, sigint = asyncio.Event(), asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, sigterm.set)
@@ -107,6 +174,8 @@ async def serve(webhook: Webhook, *, shutdown_delay_seconds: float) -> None:
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         loop.remove_signal_handler(signal.SIGINT)
+        if namespaces is not None:
+            await namespaces.close()
 
 
 async def serve_until(
@@ -164,8 +233,4 @@ def read_token(path: str | None) -> str | None:
         text = yamlfile.read_text(path, 4096)
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
-    reader = Reader({})
-    token = reader.read(get_type_hints(ServerSettings, include_extras=True)["token"], text, source)
-    if token is INVALID or reader.errors:
-        raise ConfigError(next(iter(reader.errors.values())))
-    return str(token)
+    return token_from_text(text, source)

@@ -6,6 +6,7 @@ every write of a pod or Service is reported to `on_change` (the EndpointSlice co
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import time
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from sidecar.drill.control_plane.store import Object, Store
+
+
+#: What this module serves beyond the listed kinds: Secrets, get and create only (the injector's).
+_KINDS = {**KINDS, "secrets": ("v1", "Secret")}
 
 
 class Crud:
@@ -41,7 +46,12 @@ class Crud:
             obj.setdefault("status", {}).setdefault("phase", "Pending")
         if resource == "services":
             obj["spec"].setdefault("ipFamilies", ["IPv4"])
-        apiversion, kind = KINDS[resource]
+        if resource == "secrets":  # stringData is write-only: merged into data, base64
+            data = obj.setdefault("data", {})
+            for key, text in (obj.pop("stringData", None) or {}).items():
+                data[key] = base64.b64encode(str(text).encode()).decode()
+            obj.setdefault("type", "Opaque")
+        apiversion, kind = _KINDS[resource]
         obj.update(apiVersion=apiversion, kind=kind)
         created = self._store.create(resource, obj)
         self._on_change(resource, created["metadata"]["namespace"])

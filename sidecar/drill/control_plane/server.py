@@ -2,8 +2,9 @@
 
 It speaks the REST paths and JSON that kubernetes-asyncio uses, with the semantics of
 kubernetes-behaviour: graceful pod deletion (A1-A12), EndpointSlices kept by a controller
-(D1-D10), list and watch (E1-E11). Faults are injected on demand: answer with an error
-status, answer slowly, drop every watch, expire every resource version, go away.
+(D1-D10), list and watch (E1-E11); Secrets can be read by name and created. Faults are
+injected on demand: answer with an error status, answer slowly, drop every watch, expire every
+resource version, go away.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ class ControlPlane:
         self._routes(
             app, "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices", "endpointslices"
         )
+        # Secrets: get by name and create, as the injector's RBAC allows (no list, no watch).
+        secrets = "/api/v1/namespaces/{ns}/secrets"
+        app.router.add_get(secrets + "/{name}", self._crud.get("secrets"))
+        app.router.add_post(secrets, self._crud.post("secrets"))
         app.router.add_get("/api/v1/pods", self._collection("pods"))
         status_path = "/api/v1/namespaces/{ns}/pods/{name}/status"
         app.router.add_route("PUT", status_path, self._crud.put_status)
