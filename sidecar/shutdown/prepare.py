@@ -19,6 +19,8 @@ from sidecar.errors import AdapterError
 from sidecar.model.report import Outcome, Result
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from sidecar.shutdown.protocols import RegistryPhase
     from sidecar.shutdown.registries import Action
 
@@ -105,17 +107,17 @@ class Preparation:
     async def _run(self) -> None:
         """One attempt: the steps not done yet, in parallel, by one deadline."""
         deadline = asyncio.get_running_loop().time() + self._attempt_seconds
-        steps = []
+        steps: list[Awaitable[None]] = []
         if not self._done("announce") and self._announce is not None:
             steps.append(self._step("announce", self._announce.run(deadline)))
         if not self._done("action") and self._action is not None:
             steps.append(self._step("action", self._act(self._action, deadline)))
         await asyncio.gather(*steps)
 
-    async def _step(self, step: str, work: Any) -> None:
+    async def _step(self, step: str, work: Awaitable[Result]) -> None:
         self._results.pop(step, None)  # in progress again
         try:
-            result: Result = await work
+            result = await work
         except Exception as e:  # a bug in a step must not leave it "in progress" for ever
             log.exception("prepare_step_failed", step=step)
             result = Result(Outcome.ERROR, {"error": f"{type(e).__name__}: {e}"})
