@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 #: How long one call waits for the steps before it answers "not yet"; below the webhook's
-#: own wait for the agent (2 s), which is below the configuration's timeoutSeconds (5).
-ANSWER_WITHIN_SECONDS = 1.5
+#: own wait for the agent (1.5 s), which is below the configuration's timeoutSeconds (5).
+ANSWER_WITHIN_SECONDS = 1.0
 #: How long one attempt at the steps may run, answered or not; the next call starts a new one.
 ATTEMPT_SECONDS = 30.0
 _GOOD = (Outcome.OK, Outcome.SKIPPED)

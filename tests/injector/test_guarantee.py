@@ -361,3 +361,25 @@ async def test_an_answer_is_bounded_even_when_the_guard_hangs(
     response = await ask(served, delete_review(world.pod()))
     assert response["allowed"] is True
     assert "no decision within 0.05 s" in response["warnings"][0]
+
+
+async def test_the_token_is_the_namespaces_own_when_no_single_token_is_given(world: World) -> None:
+    asked: list[str] = []
+
+    async def token_of(namespace: str) -> str:
+        asked.append(namespace)
+        if namespace != NAMESPACE:
+            raise LookupError(f"Secret {namespace}/shutdown-coordinator-token not found")
+        return TOKEN
+
+    served = await world.webhook(token=None, token_of=token_of)
+    assert (await ask(served, delete_review(world.pod())))["allowed"] is True
+    assert marked_down(world) == 1
+    other = await ask(served, delete_review(world.pod("db-1", namespace="billing")))
+    assert other["allowed"] is False
+    assert (
+        "no hook token: Secret billing/shutdown-coordinator-token not found"
+        in (other["status"]["message"])
+    )
+    assert asked == [NAMESPACE, "billing"]
+    assert marked_down(world) == 1  # the agent was not asked without a token
