@@ -329,6 +329,34 @@ class InjectorApi(_Connection):
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ApiError("list services", 200, f"malformed list: {e!r}") from e
 
+    async def post_pod_event(
+        self, namespace: str, name: str, uid: str, reason: str, message: str
+    ) -> None:
+        """A Warning Event on someone's pod (the deletion webhook's, at a pod's cap)."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body = {
+            "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": name,
+                "namespace": namespace,
+                "uid": uid,
+            },
+            "reason": reason,
+            "message": message,
+            "type": "Warning",
+            "source": {"component": "shutdown-coordinator-injector"},
+            "reportingComponent": "shutdown-coordinator-injector",
+            "reportingInstance": os.uname().nodename,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._call(
+            "create event", "POST", f"/api/v1/namespaces/{namespace}/events", body=body
+        )
+
 
 #: The labels of a token Secret the injector creates.
 SECRET_LABELS = {

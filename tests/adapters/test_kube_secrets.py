@@ -158,3 +158,15 @@ async def test_services_are_listed_with_their_selectors(cp: ControlPlane, api: I
         "web": {"app": "web"},
     }
     assert await api.service_selectors("empty") == {}
+
+
+async def test_a_warning_event_is_posted_on_another_pod(cp: ControlPlane, api: InjectorApi) -> None:
+    await api.post_pod_event(NAMESPACE, "web-2", "uid-2", "DeletedUnprepared", "cap passed")
+    (event,) = cp.events_for(NAMESPACE, "web-2")
+    assert (event["type"], event["reason"], event["message"]) == (
+        "Warning",
+        "DeletedUnprepared",
+        "cap passed",
+    )
+    assert event["involvedObject"]["uid"] == "uid-2"
+    assert event["source"]["component"] == "shutdown-coordinator-injector"
