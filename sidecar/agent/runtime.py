@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from aiohttp import web
 
+    from sidecar.adapters.http_action import HttpAction
     from sidecar.settings import Settings
     from sidecar.shutdown.registries import Announce, Retire
 
@@ -57,6 +58,8 @@ class RegistryPhases:
 
     announce: Announce | None
     retire: Retire | None
+    #: The guarantee webhook's preparation step, beside announce (`POST /prepare`).
+    prepare: HttpAction | None
     #: Closes every client the registries and actions opened (none while idle).
     close: Callable[[], Awaitable[None]] | None
 
@@ -67,8 +70,9 @@ def registry_phases(settings: Settings) -> RegistryPhases:
     Retire stays None when nothing is configured: with a retire step, the sequence waits for
     the apps' exit even in a pod without a proxy.
     """
-    if not (settings.registries or settings.offline_calls or settings.config_cleanup):
-        return RegistryPhases(None, None, None)
+    wanted = (settings.registries, settings.offline_calls, settings.config_cleanup)
+    if not any(wanted) and not settings.prepare_action.url:
+        return RegistryPhases(None, None, None, None)
     # Only pods that use registries pay for their modules at start.
     from sidecar.adapters.http_action import HttpClient, http_actions  # noqa: PLC0415
     from sidecar.adapters.registries import build_registries, own_sessions  # noqa: PLC0415
@@ -79,6 +83,8 @@ def registry_phases(settings: Settings) -> RegistryPhases:
     registries = build_registries(settings.registries, pod, http)
     offline = http_actions(settings.offline_calls, pod, http, "offline_calls")
     cleanup = http_actions(settings.config_cleanup, pod, http, "config_cleanup")
+    prepare = settings.prepare_action
+    preparing = http_actions([prepare], pod, http, "prepare_action") if prepare.url else []
     retry = settings.registry_retry
 
     async def close() -> None:
@@ -89,6 +95,7 @@ def registry_phases(settings: Settings) -> RegistryPhases:
     return RegistryPhases(
         Announce(registries, offline, backoff=retry) if registries or offline else None,
         Retire(registries, cleanup, backoff=retry) if registries or cleanup else None,
+        preparing[0] if preparing else None,
         close,
     )
 
@@ -118,6 +125,7 @@ async def start_agent(settings: Settings) -> Agent:
         api=kube,
         announce=phases.announce,
         retire=phases.retire,
+        prepare_action=phases.prepare,
         listener=FanOut(metrics, events) if events else metrics,
     )
     metrics.watch(coordinator.status, settings.budget.grace_seconds)

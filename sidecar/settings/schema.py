@@ -18,7 +18,12 @@ from sidecar.settings.constraints import (
     at_least,
     min_chars,
 )
-from sidecar.settings.registries import Action, HttpRegistrySettings, RetrySettings
+from sidecar.settings.registries import (
+    Action,
+    HttpActionSettings,
+    HttpRegistrySettings,
+    RetrySettings,
+)
 from sidecar.settings.registry_consul import ConsulRegistrySettings
 from sidecar.settings.registry_etcd import EtcdRegistrySettings
 from sidecar.settings.registry_eureka import EurekaRegistrySettings
@@ -210,6 +215,9 @@ class Settings:
     offline_calls: tuple[Action, ...] = ()
     #: Per-instance configuration removed at retire, after the app has exited.
     config_cleanup: tuple[Action, ...] = ()
+    #: The guarantee webhook's preparation (docs/guarantee.md), run by `POST /prepare` with
+    #: announce; no url means none.
+    prepare_action: Action = field(default_factory=HttpActionSettings)
     #: Retries of every registry and action call, always inside the deadline.
     registry_retry: RetrySettings = field(default_factory=RetrySettings)
 

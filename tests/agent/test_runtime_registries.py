@@ -121,3 +121,31 @@ async def test_announce_marks_down_and_retire_removes_and_verifies_after_the_app
     # The registry and the config store end empty, and the read-backs said so.
     assert fake.present == {"/apps/WEB/web-1": False, "/configs/weight-10.1.0.7": False}
     assert fake.calls[-1][0] == "GET"
+
+
+async def test_the_configured_preparation_runs_once_through_prepare(
+    registry: tuple[Registry, str],
+) -> None:
+    fake, url = registry
+    settings = from_mapping(
+        {
+            "containers": [{"name": "app", "ports": [free_port()]}],
+            "server": {"host": "127.0.0.1", "port": free_port(), "allow_unauthenticated": True},
+            "pod": {"name": "web-1", "namespace": "shop", "ips": ["10.1.0.7"]},
+            "kubernetes": {"enabled": False},
+            "prepare_action": {"method": "PUT", "url": f"{url}/leader/{{pod.name}}/transfer"},
+        },
+        {},
+    )
+    agent = await start_agent(settings)
+    try:
+        async with aiohttp.ClientSession() as session, asyncio.timeout(10):
+            prepare = f"http://127.0.0.1:{settings.server.port}/prepare"
+            for _ in range(2):
+                async with session.post(prepare) as answer:
+                    assert answer.status == 200
+                    assert (await answer.json())["prepared"] is True
+    finally:
+        await stop_agent(agent)
+    assert fake.calls == [("PUT", "/leader/web-1/transfer")]  # once: it succeeded
+    assert not agent.coordinator.status().started  # preparing is not shutting down

@@ -16,7 +16,12 @@ DOCS = Path(__file__).parents[2] / "docs" / "configuration.md"
 RESOLVED_AT_LOAD = {"kubernetes.enabled": "`auto`", "release_order": "all apps together"}
 #: Groups whose inner keys docs/registries.md lists, by their name inside the group.
 REGISTRY_DOCS = Path(__file__).parents[2] / "docs" / "registries.md"
-DOCUMENTED_IN_REGISTRIES = ("registries[].", "offline_calls[].", "config_cleanup[].")
+DOCUMENTED_IN_REGISTRIES = (
+    "registries[].",
+    "offline_calls[].",
+    "config_cleanup[].",
+    "prepare_action.",
+)
 
 
 def schema_keys(cls: type[Any], prefix: str = "") -> list[tuple[str, dataclasses.Field[Any]]]:
