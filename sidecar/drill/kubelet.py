@@ -77,6 +77,8 @@ class Kubelet:
 
     containers: list[Container]
     grace_seconds: float
+    #: The node's address, where httpGet hooks come from (B9); None: the kernel's choice.
+    node_ip: str | None = None
     #: (loop time, type, reason, container) of each event the kubelet emits (B4a, B8).
     events: list[tuple[float, str, str, str]] = field(default_factory=list)
     _overrun: set[asyncio.Task[None]] = field(default_factory=set)
@@ -147,7 +149,7 @@ class Kubelet:
         hook = container.hook
         try:
             if hook.kind == "http":
-                await _http_get(hook)
+                await _http_get(hook, self.node_ip)
             elif hook.kind == "sleep":
                 await asyncio.sleep(hook.seconds)
             elif hook.kind == "exec":
@@ -162,12 +164,13 @@ class Kubelet:
         self.events.append((asyncio.get_running_loop().time(), kind, reason, container))
 
 
-async def _http_get(hook: Hook) -> None:
+async def _http_get(hook: Hook, node_ip: str | None) -> None:
     """B9-B14: GET with the kubelet's headers, no timeout of its own, status ignored."""
     headers = {"User-Agent": USER_AGENT, "Accept": "*/*", **dict(hook.headers)}
     timeout = aiohttp.ClientTimeout(total=None)
+    connector = aiohttp.TCPConnector(local_addr=(node_ip, 0) if node_ip else None)
     async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
+        aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
         session.get(hook.url, headers=headers, max_redirects=10) as response,
     ):
         await response.content.read(BODY_LIMIT_BYTES)

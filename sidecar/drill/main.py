@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import argparse
 
+from sidecar.drill.injected import tuning
 from sidecar.drill.params import DrillParams, Recipe, params_from
 from sidecar.drill.report import document, table, timeline_svg
 from sidecar.drill.scenarios import ScenarioResult, run_scenario
@@ -50,4 +51,7 @@ def run(args: argparse.Namespace) -> str:
             f"; registry: callers read etcd every {params.registry_refresh_seconds:g} s, "
             f"leases of {params.lease_ttl_seconds} s"
         )
+    if "coordinated" in recipes:
+        tuned = ", ".join(f"{key} {value}" for key, value in tuning(params).items())
+        shown += f"\ncoordinated: injected by plan_patch, tuned by annotation: {tuned}"
     return f"{shown}\n\n{table(results, params)}\n\ntimeline: {args.picture}"

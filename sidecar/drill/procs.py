@@ -1,4 +1,4 @@
-"""Start and stop the drill's real processes (app, Envoy, agent) and wait for them to serve.
+"""Start and stop the drill's real processes (app, Envoy, agent, pilot-agent), wait for them.
 
 The one place that spawns each of them; the recipes and the tests start them from here.
 """
@@ -178,6 +178,21 @@ async def start_agent(
     """The agent as its own process, logging JSON lines, serving its hooks once this returns."""
     env = {"SHUTDOWN_COORDINATOR_TOKEN": token, "PATH": "/usr/bin:/bin"}
     argv = [sys.executable, "-m", "sidecar", "agent", "-c", str(settings_path)]
-    agent = await spawn("agent", [*argv, "--log-format", "json"], workdir, env)
+    return await run_agent(workdir, [*argv, "--log-format", "json"], env, host=host, port=port)
+
+
+async def run_agent(
+    workdir: Path, argv: Sequence[str], env: Mapping[str, str], *, host: str, port: int
+) -> Proc:
+    """The agent started as `argv` with `env`, serving its hooks on host:port once this returns."""
+    agent = await spawn("agent", argv, workdir, env)
     await wait_for_port(host, port)
     return agent
+
+
+async def start_pilot_agent(workdir: Path, *, port: int) -> Proc:
+    """The pilot-agent stand-in on 127.0.0.1:port, serving once this returns."""
+    argv = [sys.executable, "-m", "sidecar.drill.pilot", "--port", str(port)]
+    proc = await spawn("pilot-agent", argv, workdir)
+    await wait_for_port("127.0.0.1", port)
+    return proc

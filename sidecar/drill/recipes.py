@@ -1,22 +1,36 @@
 """The deleted pod's recipes: each replica's processes, and the hooks each recipe gives it.
 
-`coordinated` also runs the agent, with settings written for the pod, the drill's API and,
-under registry routing, the drill's etcd.
+`coordinated` is the plain pod injected by `plan_patch` (sidecar/drill/injected.py): the
+agent, its settings, environment and every hook come from the injected pod.
 """
 
 from __future__ import annotations
 
 import secrets
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from sidecar.drill.injected import (
+    PROXY,
+    AgentLaunch,
+    InjectedPod,
+    PlainPod,
+    inject,
+    launch,
+    plain_pod,
+    template,
+)
 from sidecar.drill.kubelet import Container, Hook
-from sidecar.drill.procs import Proc, free_port, start_agent, start_app, start_envoy
+from sidecar.drill.procs import (
+    Proc,
+    free_port,
+    run_agent,
+    start_app,
+    start_envoy,
+    start_pilot_agent,
+)
 from sidecar.drill.registry import CONFIGURATORS, DISABLED, PROVIDERS
-from sidecar.settings import TOKEN_HEADER
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -73,45 +87,32 @@ async def start_pod(workdir: Path, index: int, params: DrillParams) -> Pod:
     return Pod(name, ip, app, envoy, app_port, envoy_port, admin_port)
 
 
-def agent_settings(
-    pod: Pod,
-    port: int,
-    kubeconfig: Path,
-    uid: str,
-    params: DrillParams,
-    etcd_url: str | None = None,
-) -> dict[str, Any]:
-    """The agent's settings file for the deleted pod (with the drill's etcd, if it routes by it)."""
-    settings: dict[str, Any] = {
-        "containers": [
-            {"name": "app", "ports": [pod.app_port]},
-            {"name": "proxy", "role": "proxy", "ports": [pod.envoy_port]},
-        ],
-        "server": {"port": port, "host": pod.ip, "mode": "native" if params.native else "classic"},
-        "budget": {"grace_seconds": params.grace_seconds},
-        "phases": {
-            "quiet_window_seconds": params.quiet_window_seconds,
-            "quiesce_min_seconds": 0.5,
-        },
-        "traffic": {"sample_interval_seconds": 0.1},
-        "envoy": {"admin_url": f"http://127.0.0.1:{pod.admin_port}"},
-        "pod": {"name": pod.name, "namespace": "shop", "uid": uid, "ips": [pod.ip]},
-        "kubernetes": {"kubeconfig": str(kubeconfig), "request_timeout_seconds": 2.0},
-    }
-    if etcd_url is not None:
-        # Announce writes Dubbo's `disabled` override; retire deletes the key and the override
-        # and revokes the key's lease, then reads back.
-        settings["registries"] = [
-            {
-                "kind": "etcd",
-                "name": "etcd",
-                "endpoints": [etcd_url],
-                "key": f"{PROVIDERS}{{pod.ip}}:{pod.envoy_port}",
-                "mark_down_key": f"{CONFIGURATORS}{{pod.ip}}:{pod.envoy_port}",
-                "mark_down_value": DISABLED,
-            }
-        ]
-    return settings
+@dataclass
+class PodRun:
+    """The deleted pod as the kubelet runs it: its containers, with their preStop hooks."""
+
+    containers: list[Container]
+    #: Processes that belong to the pod but are no container the kubelet kills (pilot-agent).
+    helpers: list[Proc] = field(default_factory=list)
+    #: `coordinated`: the pod as injected, and how its agent was started.
+    injected: InjectedPod | None = None
+    agent: AgentLaunch | None = None
+
+
+def registry_settings(pod: Pod, etcd_url: str) -> list[dict[str, Any]]:
+    """The drill's etcd, where each replica registers, for the agent's settings."""
+    # Announce writes Dubbo's `disabled` override; retire deletes the key and the override
+    # and revokes the key's lease, then reads back.
+    return [
+        {
+            "kind": "etcd",
+            "name": "etcd",
+            "endpoints": [etcd_url],
+            "key": f"{PROVIDERS}{{pod.ip}}:{pod.envoy_port}",
+            "mark_down_key": f"{CONFIGURATORS}{{pod.ip}}:{pod.envoy_port}",
+            "mark_down_value": DISABLED,
+        }
+    ]
 
 
 async def pod_containers(
@@ -122,25 +123,52 @@ async def pod_containers(
     kubeconfig: Path,
     params: DrillParams,
     etcd_url: str | None = None,
-) -> list[Container]:
+) -> PodRun:
     """The deleted pod's containers, with the recipe's preStop hooks."""
+    if recipe == "coordinated":
+        return await _coordinated(pod, workdir, cluster, kubeconfig, params, etcd_url)
     hooks = {"app": Hook(), "proxy": Hook()}
-    agent: Proc | None = None
     if recipe == "sleep-15":
         hooks = dict.fromkeys(hooks, Hook("sleep", seconds=params.sleep_seconds))
     elif recipe == "netstat-loop":
         hooks["proxy"] = Hook("exec", argv=(sys.executable, "-c", _NETSTAT_LOOP, str(pod.app_port)))
-    elif recipe == "coordinated":
-        token, port = secrets.token_hex(16), free_port(pod.ip)
-        settings_path = workdir / pod.name / "agent.yaml"
-        settings = agent_settings(pod, port, kubeconfig, cluster.uid, params, etcd_url)
-        settings_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
-        agent = await start_agent(workdir / pod.name, settings_path, token, host=pod.ip, port=port)
-        base, header = f"http://{pod.ip}:{port}/prestop", ((TOKEN_HEADER, token),)
-        hooks = {name: Hook("http", f"{base}/{name}", header) for name in hooks}
-    # Native sidecars in declaration order: the agent first, so it stops after the proxy (C3).
-    containers = [Container("app", pod.app, hooks["app"])]
-    if agent is not None:
-        containers.append(Container("agent", agent, sidecar=params.native))
-    containers.append(Container("proxy", pod.envoy, hooks["proxy"], sidecar=params.native))
-    return containers
+    return PodRun(
+        [
+            Container("app", pod.app, hooks["app"]),
+            Container("proxy", pod.envoy, hooks["proxy"], sidecar=params.native),
+        ]
+    )
+
+
+async def _coordinated(
+    pod: Pod,
+    workdir: Path,
+    cluster: Cluster,
+    kubeconfig: Path,
+    params: DrillParams,
+    etcd_url: str | None,
+) -> PodRun:
+    """The plain pod injected by plan_patch; the agent, env and hooks are the injected pod's."""
+    folder = workdir / pod.name
+    pilot_port = free_port()
+    pilot = await start_pilot_agent(folder, port=pilot_port)
+    try:
+        known = PlainPod(
+            pod.name, cluster.uid, pod.ip, pod.app_port, pod.envoy_port, pod.admin_port, pilot_port
+        )
+        plain = plain_pod(known, params)
+        injected = inject(plain, template(free_port(pod.ip), params), secrets.token_hex(16))
+        registries = registry_settings(pod, etcd_url) if etcd_url is not None else None
+        agent = launch(injected, folder, ip=pod.ip, kubeconfig=kubeconfig, registries=registries)
+        port = injected.template.port
+        agent_proc = await run_agent(folder, agent.argv, agent.env, host=pod.ip, port=port)
+    except BaseException:
+        await pilot.stop()
+        raise
+    procs = {"app": pod.app, PROXY: pod.envoy, injected.template.container_name: agent_proc}
+    # In the injected pod's order: native sidecars stop in reverse declaration order (C3).
+    containers = [
+        Container(name, procs[name], injected.hook(name, pod.ip), injected.is_sidecar(name))
+        for name in injected.sidecar_order()
+    ]
+    return PodRun(containers, [pilot], injected, agent)

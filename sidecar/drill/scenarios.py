@@ -4,10 +4,11 @@ Topology, all real processes. Service routing: load generator -> ingress Envoy (
 from a file the data plane rewrites after the propagation delay) -> each pod's Envoy
 sidecar -> its app. Registry routing: the load generator picks a replica from its copy of
 the registry (real etcd, refreshed on a schedule) and sends straight to that pod's Envoy.
-The deleted pod also runs the agent in `coordinated`. Pods have their own loopback IPs. The
-API stand-in plays the API server, the kubelet simulator plays the node. Optionally a pinned
-client sends straight to the deleted pod's Envoy on one keep-alive connection, as a caller
-through a ClusterIP does, and moves only once told `Connection: close`.
+The deleted pod also runs the agent in `coordinated`, as plan_patch injected it. Pods have
+their own loopback IPs. The API stand-in plays the API server, the kubelet simulator plays
+the node. Optionally a pinned client sends straight to the deleted pod's Envoy on one
+keep-alive connection, as a caller through a ClusterIP does, and moves only once told
+`Connection: close`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import aiohttp
 
 from sidecar.drill.cluster import Cluster
 from sidecar.drill.dataplane import EndpointsFile
+from sidecar.drill.injected import NODE_IP
 from sidecar.drill.kubelet import Killed, Kubelet
 from sidecar.drill.load import LoadRun, generate, pinned
 from sidecar.drill.procs import Proc, free_port, start_ingress
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from sidecar.drill.injected import AgentLaunch, InjectedPod
     from sidecar.drill.params import DrillParams, Recipe, Routing
 
 
@@ -60,6 +63,9 @@ class ScenarioResult:
     callers_left_at: float | None = None
     #: Registry routing: whether the pod's key was still in etcd when the scenario ended.
     key_present_at_end: bool | None = None
+    #: `coordinated`: the pod as plan_patch injected it, and how the agent was started from it.
+    injected: InjectedPod | None = None
+    agent_launch: AgentLaunch | None = None
 
     @property
     def agent_summary(self) -> dict[str, Any] | None:
@@ -116,10 +122,9 @@ async def run_scenario(
             else await _serve_through_registry(registry, pods, result)
         )
         etcd_url = registry.server.url if routing == "registry" else None
-        containers = await pod_containers(
-            recipe, deleted, workdir, cluster, kubeconfig, params, etcd_url
-        )
-        procs += [c.proc for c in containers if c.name == "agent"]
+        run = await pod_containers(recipe, deleted, workdir, cluster, kubeconfig, params, etcd_url)
+        procs += [c.proc for c in run.containers if c.name == "agent"] + run.helpers
+        result.injected, result.agent_launch = run.injected, run.agent
 
         # Little's law: enough connections for every request in flight at the slowest latency.
         connections = max(64, math.ceil(params.rate_per_second * params.latency_ms[1] / 1000 * 2))
@@ -133,7 +138,8 @@ async def run_scenario(
         cluster.follow_slices(on_unready)
         result.t0 = loop.time()
         await cluster.delete_and_wait_for_kubelet()
-        result.killed = await Kubelet(containers, params.grace_seconds).terminate()
+        kubelet = Kubelet(run.containers, params.grace_seconds, node_ip=NODE_IP)
+        result.killed = await kubelet.terminate()
         await cluster.pod_gone()
         result.pod_gone_at = loop.time()
         await _until_traffic_moved(result, registry, params)
@@ -147,7 +153,7 @@ async def run_scenario(
         result.events = cluster.events()
         if routing == "registry":
             await _registry_moments(result, registry, key_of(deleted.ip, deleted.envoy_port))
-        agent = next((c.proc for c in containers if c.name == "agent"), None)
+        agent = next((c.proc for c in run.containers if c.name == "agent"), None)
         if agent is not None:
             result.agent_log = [line for line in agent.json_lines() if "event" in line]
         return result

@@ -9,6 +9,7 @@ import pytest
 
 from sidecar.drill.main import run_all
 from sidecar.drill.params import DrillParams
+from sidecar.model.injection import plan_patch
 
 pytestmark = pytest.mark.envoy
 
@@ -36,6 +37,14 @@ async def test_coordinated_loses_nothing_no_hook_loses_requests_and_sleep_15_is_
     assert coordinated.killed["app"].sigterm_at >= coordinated.moved_at
     assert coordinated.agent_summary is not None
     assert coordinated.agent_summary["phases"]["unroute"]["outcome"] == "ok"
+    # The coordinated pod is plan_patch's: its patch applied, the agent on the injected port.
+    injected, launched = coordinated.injected, coordinated.agent_launch
+    assert injected is not None
+    assert launched is not None
+    again = plan_patch(injected.plain, injected.template, namespace="shop", token=injected.token)
+    assert injected.injection.patch == again.patch
+    assert launched.settings["server"]["port"] == injected.template.port
+    assert results["no-hook"].injected is None
 
 
 async def test_coordinated_with_native_sidecars_loses_nothing_and_the_proxy_stops_after_the_app(

@@ -35,12 +35,14 @@ class HookServer:
     def __init__(self) -> None:
         self.arrived: dict[str, float] = {}
         self.headers: dict[str, dict[str, str]] = {}
+        self.peers: dict[str, str] = {}
         self.hang = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         self.arrived[name] = asyncio.get_running_loop().time()
         self.headers[name] = dict(request.headers)
+        self.peers[name] = request.remote or ""
         if name.startswith("hang"):
             await self.hang.wait()
         status = 500 if name.startswith("fail") else 200
@@ -108,6 +110,19 @@ async def test_b5_b10_b11_hooks_start_in_parallel_with_the_kubelets_headers_stat
     assert killed["app"].sigterm_at is not None
     assert killed["app"].hook_ended is not None
     assert killed["app"].sigterm_at - killed["app"].hook_ended < 0.1
+
+
+async def test_b9_hooks_come_from_the_node_address_when_it_is_given(
+    hooks: tuple[HookServer, str], procs: Any
+) -> None:
+    server, base = hooks
+    kubelet = Kubelet(
+        [Container("app", await procs("app"), http(f"{base}/app"))],
+        grace_seconds=10,
+        node_ip="127.0.0.2",
+    )
+    await kubelet.terminate()
+    assert server.peers["app"] == "127.0.0.2"
 
 
 async def test_b8_b15_a_refused_hook_is_failed_prestop_hook_and_sigterm_comes_at_once(

@@ -79,6 +79,9 @@ async def test_no_request_fails_and_hooks_return_in_order_before_the_deadline(
     assert summary["phases"]["quiesce"]["outcome"] == "ok"
     assert summary["phases"]["quiesce"]["proxy_drain"] == "started"
     assert summary["phases"]["release_proxy"]["envoy_quit"] == "sent"
+    # Injection pointed the agent at pilot-agent (the drill's stand-in): told to quit too.
+    assert summary["phases"]["release_proxy"]["pilot_agent_quit"] == "sent"
+    assert summary["phases"]["release_proxy"]["outcome"] == "ok"
     assert summary["released"]["app"]["reason"] == "turn"
     # The API said what happened: a deletion, then the endpoint turned not ready; only after
     # that was the app released.
