@@ -16,6 +16,7 @@ import structlog
 from sidecar import logs
 from sidecar.adapters.kube import InjectorApi
 from sidecar.errors import ConfigError
+from sidecar.injector.guarantee import Guarantee
 from sidecar.injector.namespaces import (
     LOOKUP_SECONDS,
     REQUEST_SECONDS,
@@ -90,16 +91,28 @@ def run(args: argparse.Namespace, err: TextIO = sys.stderr) -> int:
             "shutdown-coordinator injector: --port or --shutdown-delay-seconds out of range\n"
         )
         return EXIT_CONFIG
-    namespaces = None
+    namespaces, api = None, None
     if args.kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST"):
         settings = KubernetesSettings(
             enabled=True, kubeconfig=args.kubeconfig, request_timeout_seconds=REQUEST_SECONDS
         )
-        namespaces = Namespaces(InjectorApi(settings), template)
+        api = InjectorApi(settings)
+        namespaces = Namespaces(api, template)
     elif token is None:
         log.warning("injector_without_token", effect="every pod is left alone: no hook token")
+    guarantee = Guarantee(
+        token,
+        token_of=(lambda ns: namespaces.token(ns, create=False)) if namespaces else None,
+        agent_port=template.port,
+        own_namespace=os.environ.get("POD_NAMESPACE") or "shutdown-coordinator-system",
+        events=api,
+    )
     webhook = Webhook(
-        planner(template, token, namespaces), certificate, host=args.host, port=args.port
+        planner(template, token, namespaces),
+        certificate,
+        host=args.host,
+        port=args.port,
+        guarantee=guarantee,
     )
     try:
         asyncio.run(serve(webhook, namespaces, shutdown_delay_seconds=args.shutdown_delay_seconds))

@@ -64,6 +64,8 @@ class PodReview:
     uid: str
     namespace: str
     pod: Mapping[str, Any]
+    #: A dry run must cause no side effect (no token Secret is created for it).
+    dry_run: bool = False
 
     @property
     def pod_name(self) -> str:
@@ -106,7 +108,8 @@ def parse(body: bytes) -> PodReview | Answer:
     if not isinstance(pod, dict):
         return allow(uid, "no_object", ["not injected: the review carries no pod object"])
     namespace = request.get("namespace")
-    return PodReview(uid, namespace if isinstance(namespace, str) else "", pod)
+    namespace_text = namespace if isinstance(namespace, str) else ""
+    return PodReview(uid, namespace_text, pod, request.get("dryRun") is True)
 
 
 @dataclass(frozen=True)

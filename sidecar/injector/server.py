@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
@@ -11,14 +11,14 @@ from aiohttp import web
 from sidecar.injector import review
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable
 
     from sidecar.injector.guarantee import Guarantee
     from sidecar.injector.tls import ServingCertificate
 
     #: The planner as the webhook calls it: the pod object and the review's namespace. It may
     #: ask the API server (the namespace's token Secret), hence a coroutine.
-    Planner = Callable[[Mapping[str, Any], str], Awaitable[review.Planned]]
+    Planner = Callable[..., Awaitable[review.Planned]]
 
 log = structlog.get_logger(__name__)
 
@@ -137,7 +137,7 @@ class Reviews:
     async def _answer(self, parsed: review.PodReview) -> review.Answer:
         try:
             async with asyncio.timeout(PLAN_TIMEOUT_SECONDS):
-                planned = await self._plan(parsed.pod, parsed.namespace)
+                planned = await self._plan(parsed.pod, parsed.namespace, dry_run=parsed.dry_run)
             return review.answer(parsed, planned)
         except TimeoutError:
             log.warning("review_plan_timeout", uid=parsed.uid[:64], namespace=parsed.namespace)

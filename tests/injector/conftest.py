@@ -32,7 +32,7 @@ class StandIn:
     refused: str | None = None
 
 
-async def stand_in_plan(pod: Mapping[str, Any], namespace: str) -> StandIn:
+async def stand_in_plan(pod: Mapping[str, Any], namespace: str, *, dry_run: bool = True) -> StandIn:
     """Adds one container and a marker annotation, like the real planner in miniature."""
     if pod.get("spec", {}).get("hostNetwork"):
         return StandIn(refused="hostNetwork pods share the node's ports")

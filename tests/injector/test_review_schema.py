@@ -112,7 +112,7 @@ def test_the_schema_refuses_what_the_api_server_would() -> None:
             validate_review(answer)
 
 
-async def _real_plan(pod: Mapping[str, Any], namespace: str) -> Injection:
+async def _real_plan(pod: Mapping[str, Any], namespace: str, *, dry_run: bool = True) -> Injection:
     """The injector's planner: plan_patch with the default template and a token."""
     return plan_patch(pod, InjectionTemplate(), namespace=namespace, token=TOKEN)
 

@@ -130,11 +130,11 @@ async def test_a_create_without_a_pod_object_is_allowed_with_a_warning(served: S
     ]
 
 
-async def _broken_plan(pod: Mapping[str, Any], namespace: str) -> Any:
+async def _broken_plan(pod: Mapping[str, Any], namespace: str, *, dry_run: bool = True) -> Any:
     raise KeyError("containers")
 
 
-async def _stuck_plan(pod: Mapping[str, Any], namespace: str) -> Any:
+async def _stuck_plan(pod: Mapping[str, Any], namespace: str, *, dry_run: bool = True) -> Any:
     await asyncio.Event().wait()
 
 
