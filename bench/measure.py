@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import os
 import resource
+import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -239,3 +243,175 @@ def sample_cost(connections: int, repeats: int = 30) -> dict[str, float]:
     server.close()
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     return result
+
+
+#: The name the webhook's certificate is for, as the API server asks for it (SNI).
+WEBHOOK_SERVICE, WEBHOOK_NAMESPACE = "shutdown-coordinator-injector", "shutdown-coordinator-system"
+#: The review the API server sends for a Deployment's pod with Istio's proxy: injected each time.
+WEBHOOK_POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {
+        "generateName": "web-7d9f8b-",
+        "namespace": "shop",
+        "labels": {"app": "web", "pod-template-hash": "7d9f8b"},
+        "annotations": {"shutdown-coordinator.io/quiet-window-seconds": "3"},
+    },
+    "spec": {
+        "containers": [
+            {"name": "app", "image": "web:1", "ports": [{"containerPort": 8080}]},
+            {
+                "name": "istio-proxy",
+                "image": "istio/proxyv2:1.22.0",
+                "ports": [{"containerPort": 15090, "name": "http-envoy-prom"}],
+            },
+        ],
+        "terminationGracePeriodSeconds": 30,
+    },
+}
+
+
+def webhook_review(uid: str) -> bytes:
+    """An AdmissionReview v1 for a pod CREATE, as the API server sends it."""
+    request = {
+        "uid": uid,
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "namespace": "shop",
+        "operation": "CREATE",
+        "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+        "object": WEBHOOK_POD,
+        "dryRun": False,
+    }
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    return json.dumps(review).encode()
+
+
+def webhook_command(python: str, workdir: Path, port: int) -> list[str]:
+    """The injector as the image runs it, with certificates made by `certs` and a token file."""
+    tls = workdir / "tls"
+    certs = [python, "-m", "sidecar", "certs", "--out", str(tls)]
+    certs += ["--service", WEBHOOK_SERVICE, "--namespace", WEBHOOK_NAMESPACE]
+    subprocess.run(certs, check=True, capture_output=True, timeout=60)
+    (workdir / "template.yaml").write_text("mode: classic\n")
+    (workdir / "token").write_text("0123456789abcdef0123456789abcdef\n")
+    return [
+        python,
+        "-m",
+        "sidecar",
+        "injector",
+        "--cert",
+        str(tls / "tls.crt"),
+        "--key",
+        str(tls / "tls.key"),
+        "--template",
+        str(workdir / "template.yaml"),
+        "--token-file",
+        str(workdir / "token"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-format",
+        "json",
+    ]
+
+
+async def webhook_latency(python: str, rate: float, seconds: float) -> dict[str, float]:
+    """p50 and p99 (ms) and errors of the injector answering reviews at `rate`/s, open loop.
+
+    Real TLS on loopback, keep-alive connections as the API server keeps them. Each review is
+    sent at its own time whether or not earlier ones were answered, and its latency counts
+    from that time, so waiting behind a slow answer counts too. An error is a transport
+    failure, an answer other than 200, or an answer without the patch.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = Path(folder)
+        port = free_port()
+        command = webhook_command(python, workdir, port)
+        ssl_context = ssl.create_default_context(cafile=str(workdir / "tls" / "ca.crt"))
+        host = f"{WEBHOOK_SERVICE}.{WEBHOOK_NAMESPACE}.svc"
+        url = f"https://127.0.0.1:{port}"
+        with (workdir / "injector.log").open("wb") as log:
+            # Popen returns at once; the wait that matters is the readiness probe below.
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: ASYNC220
+        try:
+            connector = aiohttp.TCPConnector(limit=64, ssl=ssl_context)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                await _webhook_ready(session, url, host)
+                for index in range(20):  # warm up: a connection open, code paths hot
+                    await _review(session, url, host, f"warm-{index}")
+                loop = asyncio.get_running_loop()
+                count = int(rate * seconds)
+                started = loop.time()
+
+                async def one(index: int) -> float | None:
+                    due = started + index / rate
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+                    ok = await _review(session, url, host, f"bench-{index}")
+                    return (loop.time() - due) * 1000 if ok else None
+
+                took = await asyncio.gather(*(one(i) for i in range(count)))
+                elapsed = loop.time() - started
+        finally:
+            process.send_signal(signal.SIGINT)  # stops at once; SIGTERM would drain for 5 s
+            process.wait()
+        inside = _answer_times(workdir / "injector.log")
+    latencies = sorted(t for t in took if t is not None) or [math.nan]
+    return {
+        "requests": count,
+        "errors": sum(t is None for t in took),
+        "p50": statistics.median(latencies),
+        "p99": _p99(latencies),
+        "server_p50": statistics.median(inside),
+        "server_p99": _p99(inside),
+        "rate": count / elapsed,
+    }
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def _answer_times(log: Path) -> list[float]:
+    """The injector's own time per measured review (its `review_answered` lines), in ms."""
+    times = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == "review_answered" and str(entry.get("uid")).startswith("bench-"):
+            times.append(float(entry["milliseconds"]))
+    return times or [math.nan]
+
+
+async def _webhook_ready(session: aiohttp.ClientSession, url: str, host: str) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                async with session.get(f"{url}/readyz", server_hostname=host) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.02)  # another process: polling is the only way to see it
+
+
+async def _review(session: aiohttp.ClientSession, url: str, host: str, uid: str) -> bool:
+    """One review answered with a patch."""
+    try:
+        async with session.post(
+            f"{url}/mutate",
+            data=webhook_review(uid),
+            headers={"Content-Type": "application/json"},
+            server_hostname=host,
+        ) as response:
+            if response.status != 200:
+                return False
+            answer = await response.json()
+    except (aiohttp.ClientError, ValueError):
+        return False
+    reply = answer.get("response", {})
+    return bool(reply.get("uid") == uid and reply.get("patchType") == "JSONPatch")
