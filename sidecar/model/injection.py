@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sidecar.errors import ConfigError
 from sidecar.model import injection_checks as checks
 from sidecar.model import injection_pod as parts
 from sidecar.model.deadline import plan_from_settings
@@ -15,6 +16,7 @@ from sidecar.model.injection_settings import checked_settings, problem_of, rende
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from sidecar.settings import Settings
     from sidecar.settings.injection import InjectionTemplate
 
 #: Keys under the prefix that injection itself reads or writes (not agent settings).
@@ -106,13 +108,15 @@ def plan_patch(
         settings["offline_calls"] = plan.offline
     settings, tuning = tuned(annotations, prefix, settings, OWN_KEYS)
     plan.warnings.extend(tuning)
-    problem = problem_of(settings)
-    if problem:
+    try:
+        loaded = checked_settings(settings)
+    except ConfigError as e:
+        problem = str(e).splitlines()[0]
         return Injection(
             warnings=plan.warnings, refused=f"the agent refuses its settings: {problem}"
         )
     grace = spec.get("terminationGracePeriodSeconds", parts.DEFAULT_GRACE_SECONDS)
-    plan.warnings.extend(_grace_warnings(settings, grace))
+    plan.warnings.extend(_grace_warnings(loaded, grace))
     plan.patch.extend(parts.agent_ops(spec, proxy_native, template, mode, grace))
     plan.patch.extend(parts.annotation_ops(pod, annotations, template, render(settings)))
     return Injection(patch=plan.patch, warnings=plan.warnings)
@@ -190,9 +194,8 @@ def _kept_calls(annotations: Mapping[str, str], prefix: str) -> dict[str, list[d
     return kept
 
 
-def _grace_warnings(settings: dict[str, Any], grace: int) -> list[str]:
+def _grace_warnings(loaded: Settings, grace: int) -> list[str]:
     """A warning when the app's latest release comes before the shortest drain can end."""
-    loaded = checked_settings(settings)
     budget = plan_from_settings(loaded, started_at=0.0, grace_seconds=float(max(grace, 1)))
     phases = loaded.phases
     needed = phases.unroute_fallback_delay_seconds + max(

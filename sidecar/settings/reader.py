@@ -24,6 +24,16 @@ _NETWORKS = (ipaddress.IPv4Network, ipaddress.IPv6Network)
 _NAMES: dict[Any, str] = {float: "a number", int: "an integer", str: "a string", Secret: "a string"}
 
 
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def hints_of(cls: type[Any]) -> dict[str, Any]:
+    """A schema class's field types, `Annotated` kept; computed once per class (a hot path)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = get_type_hints(cls, include_extras=True)
+    return _HINTS[cls]
+
+
 def join(key: str, name: str) -> str:
     """The full dotted key of `name` inside `key`."""
     return f"{key}.{name}" if key else name
@@ -133,7 +143,7 @@ class Reader:
         raise TypeError(f"{key}: the schema's union {options} is not one the reader knows")
 
     def _by_kind(self, classes: tuple[Any, ...], value: Any, key: str) -> Any:
-        kinds = {get_args(get_type_hints(c)["kind"])[0]: c for c in classes}
+        kinds = {get_args(hints_of(c)["kind"])[0]: c for c in classes}
         if not isinstance(value, dict):
             return self.expected(key, "a mapping", value)
         kind = value.get("kind")
@@ -166,7 +176,7 @@ class Reader:
         names = [f.name for f in fields]
         for unknown in sorted(key_name(k) for k in value if k not in names):
             self.error(join(key, unknown), f"unknown key (known here: {', '.join(names)})")
-        hints = get_type_hints(cls, include_extras=True)
+        hints = hints_of(cls)
         given: dict[str, Any] = {}
         complete = True
         for f in fields:
