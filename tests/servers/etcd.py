@@ -11,10 +11,6 @@ import base64
 import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
 import urllib.request
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -22,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 
+from tests.servers.process import ServerProcess, free_port
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
 #: How long etcd may take to answer /health (a single member elects itself in well under 1 s).
 START_DEADLINE_SECONDS = 15.0
-STOP_DEADLINE_SECONDS = 5.0
 #: How often /health is asked while it starts (the only way to see an outside process ready).
 POLL_SECONDS = 0.02
 
@@ -38,86 +35,47 @@ def etcd_binary() -> str | None:
     return os.environ.get("ETCD_BINARY") or shutil.which("etcd")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def b64(text: str) -> str:
     """A key or value as the gateway's JSON carries it."""
     return base64.b64encode(text.encode()).decode()
 
 
-class EtcdServer:
-    """One etcd member on loopback; `stop` always ends it (resuming it first if paused)."""
+class EtcdServer(ServerProcess):
+    """One etcd member on loopback."""
+
+    name = "etcd"
 
     def __init__(self, binary: str, data_dir: Path) -> None:
-        self.client_port, self.peer_port = _free_port(), _free_port()
+        self.client_port, self.peer_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
-        self.log = data_dir.parent / "etcd.log"
-        self.command = [
-            binary,
-            "--name=test",
-            f"--data-dir={data_dir}",
-            f"--listen-client-urls={self.url}",
-            f"--advertise-client-urls={self.url}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=test={peer}",
-            "--heartbeat-interval=10",
-            "--election-timeout=50",
-            "--logger=zap",
-            "--log-level=warn",
-        ]
-        self.process: subprocess.Popen[bytes] | None = None
-        self.paused = False
+        super().__init__(
+            [
+                binary,
+                "--name=test",
+                f"--data-dir={data_dir}",
+                f"--listen-client-urls={self.url}",
+                f"--advertise-client-urls={self.url}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=test={peer}",
+                "--heartbeat-interval=10",
+                "--election-timeout=50",
+                "--logger=zap",
+                "--log-level=warn",
+            ],
+            data_dir.parent / "etcd.log",
+        )
 
     def start(self) -> None:
         """Start it and wait until /health says true, or fail the test by the deadline."""
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_DEADLINE_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            health = f"{self.url}/health"
-            with contextlib.suppress(OSError), urllib.request.urlopen(health, timeout=1) as answer:  # noqa: S310 # our own loopback URL
-                if b'"true"' in answer.read():
-                    return
-            time.sleep(POLL_SECONDS)
-        self.stop()
-        tail = self.log.read_text(errors="replace")[-2000:]
-        pytest.fail(f"etcd did not become healthy within {START_DEADLINE_SECONDS} s: {tail}")
+        self.start_until(self._healthy, START_DEADLINE_SECONDS, POLL_SECONDS)
 
-    def pause(self) -> None:
-        """SIGSTOP: it keeps its sockets but answers nothing (a slow or hung member)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        """SIGCONT."""
-        if self.process is not None and self.paused:
-            self.process.send_signal(signal.SIGCONT)
-        self.paused = False
-
-    def stop(self) -> None:
-        """Terminate, wait with a deadline, kill if it is still there."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if self.paused:
-            process.send_signal(signal.SIGCONT)
-            self.paused = False
-        process.terminate()
-        try:
-            process.wait(STOP_DEADLINE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_DEADLINE_SECONDS)
+    def _healthy(self) -> bool:
+        health = f"{self.url}/health"
+        with contextlib.suppress(OSError), urllib.request.urlopen(health, timeout=1) as answer:  # noqa: S310 # our own loopback URL
+            return b'"true"' in answer.read()
+        return False
 
 
 @contextmanager
