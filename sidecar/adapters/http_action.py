@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from yarl import URL
 
+from sidecar.adapters.session import LazySession
 from sidecar.errors import AdapterError, truncate
 from sidecar.model.http_action import presence, render_action
 from sidecar.model.registry import Presence
@@ -32,13 +33,11 @@ class HttpClient:
     """
 
     def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession()
 
     async def close(self) -> None:
         """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     async def send(self, request: Request, deadline: float) -> tuple[int, str]:
         """Send `request`; its status and (the start of) its body."""
@@ -49,10 +48,8 @@ class HttpClient:
         headers = {h.name: _header_value(h) for h in request.headers}
         if request.content_type and not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = request.content_type
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
         try:
-            async with self._session.request(
+            async with self._http.get().request(
                 request.method,
                 URL(request.url, encoded=True),
                 data=request.body.encode() if request.body else None,

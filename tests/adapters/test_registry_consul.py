@@ -330,7 +330,7 @@ async def test_the_token_file_is_read_at_each_call_and_its_errors_name_the_key(
 
 async def test_nothing_connects_before_the_first_call(fake: FakeConsul, make: Make) -> None:
     registry = make()
-    assert registry._session is None
+    assert not registry._http.opened
     await registry.close()
     assert fake.log == []
 

@@ -338,7 +338,7 @@ def test_nothing_connects_before_the_first_call(fake: FakeNacos) -> None:
         POD,
         key="registries[0]",
     )
-    assert registry._session is None  # the lazy session is the point
+    assert not registry._http.opened  # the lazy session is the point
     assert (registry.can_mark_down, registry.can_force) == (True, True)
 
 

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from sidecar.adapters.session import LazySession
 from sidecar.errors import AdapterError, ConfigError, truncate
 from sidecar.model.http_action import render
 from sidecar.model.registry import Answer, Presence
@@ -57,7 +58,7 @@ class ConsulRegistry:
         if settings.partition:
             self._scope["partition"] = settings.partition
         self._node: str | None = settings.node_name or None
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession()
 
     @property
     def name(self) -> str:
@@ -81,9 +82,7 @@ class ConsulRegistry:
 
     async def close(self) -> None:
         """Close the HTTP session, if one was opened."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     async def mark_down(self, deadline: float) -> None:
         """Put the service in maintenance mode: a critical check its TTL passes cannot clear."""
@@ -174,11 +173,9 @@ class ConsulRegistry:
             raise AdapterError(f"{what}: no time left before the deadline")
         params = {**(query or {}), **(self._scope if scoped else {})}
         headers = {TOKEN_HEADER: self._token()} if self._settings.token_file else {}
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
         timeout = min(self._settings.timeout_seconds, left)
         try:
-            async with self._session.request(
+            async with self._http.get().request(
                 method,
                 self._base + path,
                 params=params,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from sidecar.adapters.session import LazySession
 from sidecar.errors import AdapterError, ConfigError, truncate
 from sidecar.model.http_action import render
 from sidecar.model.registry import Answer, Presence
@@ -89,7 +90,7 @@ class EtcdRegistry:
         self._extra_delete = {"key": self._mark["key"]} if mark and not covered else None
         self._can_mark_down = bool(mark)
         self._endpoint = 0
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession()
         self._token: str | None = None
 
     @property
@@ -109,9 +110,7 @@ class EtcdRegistry:
 
     async def close(self) -> None:
         """Close the HTTP session, if one was opened."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     async def mark_down(self, deadline: float) -> None:
         """Put the mark-down value at the mark-down key, with no lease."""
@@ -218,10 +217,8 @@ class EtcdRegistry:
         if left <= 0:
             raise AdapterError(f"{call}: no time left before the deadline")
         timeout = min(self._settings.timeout_seconds, left)
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
         try:
-            async with self._session.post(
+            async with self._http.get().post(
                 url,
                 json=body,
                 headers={"Authorization": token} if token else None,

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from sidecar.adapters.session import LazySession
 from sidecar.errors import AdapterError, ConfigError, truncate
 from sidecar.model.http_action import render
 from sidecar.model.registry import Answer, Presence
@@ -73,7 +74,7 @@ class EurekaRegistry:
         self._id = render(settings.instance_id, pod, "text", f"{key}.instance_id")
         path = f"/apps/{quote(self._app, safe='')}/{quote(self._id, safe='')}"
         self._urls = {peer: peer.rstrip("/") + path for peer in settings.peers}
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession()
         #: Peers whose delete answered 200: seeing the instance there again means re-registered.
         self._deleted: set[str] = set()
         #: What the last read saw on each peer where the instance was present.
@@ -101,9 +102,7 @@ class EurekaRegistry:
 
     async def close(self) -> None:
         """Close the HTTP session, if one was made."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     async def mark_down(self, deadline: float) -> None:
         """Set the OUT_OF_SERVICE override on every peer; 404 there means nothing to mark."""
@@ -152,9 +151,7 @@ class EurekaRegistry:
         auth = self._authorization()
         if auth:
             headers["Authorization"] = auth
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        session = self._session
+        session = self._http.get()
         calls = (
             _send(session, method, peer, url + suffix, headers, self._timeout(deadline))
             for peer, url in self._urls.items()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from yarl import URL
 
+from sidecar.adapters.session import LazySession
 from sidecar.errors import AdapterError, ConfigError, truncate
 from sidecar.model.http_action import render
 from sidecar.model.registry import Answer, Presence
@@ -85,7 +86,7 @@ class NacosRegistry:
             self._id["namespaceId"] = namespace
         self._ephemeral = "true" if settings.ephemeral else "false"
         self._what = f"{self._id['ip']}:{settings.port} of {self._id['serviceName']}"
-        self._session: aiohttp.ClientSession | None = None
+        self._http = LazySession()
         self._token: str | None = None
         self._token_expires = 0.0
 
@@ -106,9 +107,7 @@ class NacosRegistry:
 
     async def close(self) -> None:
         """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     async def mark_down(self, deadline: float) -> None:
         """Update the instance to enabled=false (or weight 0), keeping its weight and metadata.
@@ -255,12 +254,10 @@ class NacosRegistry:
         left = deadline - asyncio.get_running_loop().time()
         if left <= 0:
             raise AdapterError(f"{what}: no time left before the deadline")
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
         timeout = min(self._settings.timeout_seconds, left)
         url = URL(self._settings.server_url + path).with_query(params)
         try:
-            async with self._session.request(
+            async with self._http.get().request(
                 method,
                 url,
                 data=form,
