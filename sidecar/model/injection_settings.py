@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import typing
 from typing import Any, get_args, get_origin, get_type_hints
 
 from sidecar.errors import ConfigError
 from sidecar.settings import Settings, from_mapping
-from sidecar.settings.constraints import NUMBER_MAX_CHARS, clip
+from sidecar.settings.constraints import clip
+from sidecar.settings.reader import parse_text
 
 if typing.TYPE_CHECKING:
     from collections.abc import Mapping
@@ -69,20 +69,9 @@ def _base(hint: Any) -> Any:
 
 def parse_value(hint: Any, text: str) -> Any:
     """An annotation's text as the settings file would hold it; the schema judges the rest."""
-    base = _base(hint)
-    if base is bool:
+    if _base(hint) is bool:
         return {"true": True, "false": False}.get(text.strip().lower(), text)
-    if get_origin(base) is tuple:
-        return [part.strip() for part in text.split(",") if part.strip()]
-    if base in {float, int} and len(text) <= NUMBER_MAX_CHARS:
-        for number in (int, float):
-            try:
-                parsed = number(text)
-            except ValueError:
-                continue
-            if isinstance(parsed, int) or math.isfinite(parsed):
-                return parsed
-    return text
+    return parse_text(hint, text)
 
 
 def tuned(

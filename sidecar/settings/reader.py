@@ -203,7 +203,7 @@ class Reader:
         name = next((n for n in env.names if self.environ.get(n)), None)
         if name is None:
             return from_file
-        from_env = self.read(hint, _parse_env(hint, self.environ[name]), name)
+        from_env = self.read(hint, parse_text(hint, self.environ[name]), name)
         if from_env is INVALID:
             self.failed.add(key)
         return from_file if env.fallback and from_file is not MISSING else from_env
@@ -214,8 +214,8 @@ def _base(hint: Any) -> Any:
     return get_args(hint)[0] if get_origin(hint) is typing.Annotated else hint
 
 
-def _parse_env(hint: Any, text: str) -> Any:
-    """An environment string as YAML would have given it; unparsable text stays text."""
+def parse_text(hint: Any, text: str) -> Any:
+    """A string (environment variable, annotation) as YAML would have given it; else the text."""
     base = _base(hint)
     if get_origin(base) is tuple:
         return [part.strip() for part in text.split(",") if part.strip()]
