@@ -60,8 +60,12 @@ def test_the_picture_is_svg_with_a_panel_per_scenario_axes_and_marks() -> None:
     assert {"no-hook", "coordinated"} <= set(texts)
     assert any(t.startswith("app SIGTERM 3.0 s") for t in texts)
     assert any(t.startswith("data plane moved 2.1 s") for t in texts)
-    assert "10/s" in texts  # the rate axis
-    reds = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.get("fill") == "#d62728"]
+    assert "requests/s" in texts  # the rate axis' unit, with round ticks up to the tallest bar
+    assert {"0", "10", "20", "30"} <= set(texts)
+    bars = [
+        r for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "bars" for r in g
+    ]
+    reds = [r for r in bars if r.get("fill") == "#d62728"]
     assert len(reds) == 1  # the five failures fall in one bucket of the no-hook panel
 
 
