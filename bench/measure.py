@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable  # noqa: TC003 - one import style in a script
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -248,14 +249,13 @@ def sample_cost(connections: int, repeats: int = 30) -> dict[str, float]:
 #: The name the webhook's certificate is for, as the API server asks for it (SNI).
 WEBHOOK_SERVICE, WEBHOOK_NAMESPACE = "shutdown-coordinator-injector", "shutdown-coordinator-system"
 #: The review the API server sends for a Deployment's pod with Istio's proxy: injected each time.
-WEBHOOK_POD = {
+WEBHOOK_POD: dict[str, Any] | None = {
     "apiVersion": "v1",
     "kind": "Pod",
     "metadata": {
         "generateName": "web-7d9f8b-",
         "namespace": "shop",
         "labels": {"app": "web", "pod-template-hash": "7d9f8b"},
-        "annotations": {"shutdown-coordinator.io/quiet-window-seconds": "3"},
     },
     "spec": {
         "containers": [
@@ -271,8 +271,16 @@ WEBHOOK_POD = {
 }
 
 
-def webhook_review(uid: str) -> bytes:
-    """An AdmissionReview v1 for a pod CREATE, as the API server sends it."""
+def webhook_review(uid: str, variant: int = 0) -> bytes:
+    """An AdmissionReview v1 for a pod CREATE, as the API server sends it.
+
+    Each `variant` tunes the agent differently, so no two reviews of a run share settings and
+    the injector's remembered verdicts never help: the figures are its slowest path.
+    """
+    pod = WEBHOOK_POD
+    if pod is not None:
+        annotations = {"shutdown-coordinator.io/quiet-window-seconds": f"{1 + variant / 10_000:g}"}
+        pod = {**pod, "metadata": {**pod["metadata"], "annotations": annotations}}
     request = {
         "uid": uid,
         "kind": {"group": "", "version": "v1", "kind": "Pod"},
@@ -280,7 +288,7 @@ def webhook_review(uid: str) -> bytes:
         "namespace": "shop",
         "operation": "CREATE",
         "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-        "object": WEBHOOK_POD,
+        "object": pod,
         "dryRun": False,
     }
     review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
@@ -339,16 +347,16 @@ async def webhook_latency(python: str, rate: float, seconds: float) -> dict[str,
             connector = aiohttp.TCPConnector(limit=64, ssl=ssl_context)
             async with aiohttp.ClientSession(connector=connector) as session:
                 await _webhook_ready(session, url, host)
-                for index in range(20):  # warm up: a connection open, code paths hot
-                    await _review(session, url, host, f"warm-{index}")
                 loop = asyncio.get_running_loop()
                 count = int(rate * seconds)
+                for index in range(20):  # warm up: a connection open, code paths hot
+                    await _review(session, url, host, f"warm-{index}", count + index)
                 started = loop.time()
 
                 async def one(index: int) -> float | None:
                     due = started + index / rate
                     await asyncio.sleep(max(0.0, due - loop.time()))
-                    ok = await _review(session, url, host, f"bench-{index}")
+                    ok = await _review(session, url, host, f"bench-{index}", index)
                     return (loop.time() - due) * 1000 if ok else None
 
                 took = await asyncio.gather(*(one(i) for i in range(count)))
@@ -399,12 +407,14 @@ async def _webhook_ready(session: aiohttp.ClientSession, url: str, host: str) ->
             await asyncio.sleep(0.02)  # another process: polling is the only way to see it
 
 
-async def _review(session: aiohttp.ClientSession, url: str, host: str, uid: str) -> bool:
+async def _review(
+    session: aiohttp.ClientSession, url: str, host: str, uid: str, variant: int
+) -> bool:
     """One review answered with a patch."""
     try:
         async with session.post(
             f"{url}/mutate",
-            data=webhook_review(uid),
+            data=webhook_review(uid, variant),
             headers={"Content-Type": "application/json"},
             server_hostname=host,
         ) as response:

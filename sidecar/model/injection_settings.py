@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import typing
 from typing import Any, get_args, get_origin, get_type_hints
@@ -123,12 +124,36 @@ def checked_settings(settings: dict[str, Any]) -> Settings:
     """These settings read by the agent's schema; ConfigError when it refuses them.
 
     The token file and the labels file are not read: the check is pure. The pod's name and
-    namespace come from the downward API at run time, so stand-ins are given here.
+    namespace come from the downward API at run time, so stand-ins are given here. The pods
+    of one workload carry the same annotations, so a verdict is remembered (bounded).
     """
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    verdict = _check(canonical) if len(canonical) <= _REMEMBERED_MAX_CHARS else _read(settings)
+    if isinstance(verdict, str):
+        raise ConfigError(verdict)
+    return verdict
+
+
+#: Verdicts remembered: a cluster's distinct pod templates, many times over.
+_REMEMBERED = 512
+#: Larger settings are checked each time, so the memory held stays under about 4 MiB.
+_REMEMBERED_MAX_CHARS = 8192
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _check(canonical: str) -> Settings | str:
+    return _read(json.loads(canonical))
+
+
+def _read(settings: dict[str, Any]) -> Settings | str:
+    """The settings, or the agent's error message."""
     server = {**settings.get("server", {}), "allow_unauthenticated": True}
     server.pop("token_file", None)
     pod = {k: v for k, v in settings.get("pod", {}).items() if k != "labels_file"}
-    return from_mapping({**settings, "server": server, "pod": pod}, _DOWNWARD_API)
+    try:
+        return from_mapping({**settings, "server": server, "pod": pod}, _DOWNWARD_API)
+    except ConfigError as e:
+        return str(e)
 
 
 def render(value: Any) -> str:

@@ -27,6 +27,124 @@ _NAMES: dict[Any, str] = {float: "a number", int: "an integer", str: "a string",
 _HINTS: dict[type[Any], dict[str, Any]] = {}
 
 
+@dataclasses.dataclass(frozen=True)
+class _Field:
+    """What reading one field of a schema class needs, worked out once per class."""
+
+    name: str
+    hint: Any
+    required: bool
+    #: An absent group (a dataclass field) is read as {} so its environment variables count.
+    group: bool
+    env: FromEnv | None
+
+
+_FIELDS: dict[type[Any], tuple[_Field, ...]] = {}
+
+
+def _fields_of(cls: type[Any]) -> tuple[_Field, ...]:
+    """A schema class's fields as the reader walks them; computed once per class (a hot path)."""
+    if cls not in _FIELDS:
+        hints = hints_of(cls)
+        _FIELDS[cls] = tuple(
+            _Field(
+                f.name,
+                hints[f.name],
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+                dataclasses.is_dataclass(_base(hints[f.name])),
+                next(
+                    (
+                        m
+                        for m in getattr(hints[f.name], "__metadata__", ())
+                        if isinstance(m, FromEnv)
+                    ),
+                    None,
+                ),
+            )
+            for f in dataclasses.fields(cls)
+            if f.init
+        )
+    return _FIELDS[cls]
+
+
+_ENV_NAMES: dict[type[Any], frozenset[str] | None] = {}
+
+
+def _defaults_only(cls: type[Any], environ: Mapping[str, str]) -> bool:
+    """Whether an absent group reads as its defaults: nothing required, no variable set.
+
+    Most groups are absent from a settings file; skipping their walk halves a read's cost.
+    """
+    if cls not in _ENV_NAMES:
+        _ENV_NAMES[cls] = _env_names(cls)
+    names = _ENV_NAMES[cls]
+    return names is not None and not any(environ.get(n) for n in names)
+
+
+def _env_names(cls: type[Any]) -> frozenset[str] | None:
+    """Every variable that can set a field of `cls` or its groups; None if a field is required."""
+    names: set[str] = set()
+    for f in _fields_of(cls):
+        if f.required:
+            return None
+        if f.env is not None:
+            names.update(f.env.names)
+        if f.group:
+            inner = _env_names(_base(f.hint))
+            if inner is None:
+                return None
+            names |= inner
+    return frozenset(names)
+
+
+_METHODS: dict[Any, str] = {}
+_BY_ORIGIN: dict[Any, str] = {
+    typing.Annotated: "_annotated",
+    Literal: "_literal",
+    types.UnionType: "_union",
+    Union: "_union",
+    tuple: "_tuple",
+    dict: "_dict",
+}
+
+
+def _method_for(hint: Any) -> str:
+    """The Reader method that reads `hint`; worked out once per hint (a hot path)."""
+    try:
+        return _METHODS[hint]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable hint (a rule with a list in it) is worked out each time
+        return _method_of(hint)
+    _METHODS[hint] = method = _method_of(hint)
+    return method
+
+
+def _method_of(hint: Any) -> str:
+    # An Annotated alias passes attribute reads to its type, so it looks like a dataclass.
+    if dataclasses.is_dataclass(hint) and get_origin(hint) is None:
+        return "_dataclass"
+    return _BY_ORIGIN.get(get_origin(hint), "_scalar")
+
+
+_RULES: dict[Any, tuple[Any, tuple[Rule, ...]]] = {}
+
+
+def _rules_of(hint: Any) -> tuple[Any, tuple[Rule, ...]]:
+    """An `Annotated` hint's type and its rules, in order; worked out once per hint."""
+    try:
+        return _RULES[hint]
+    except KeyError:
+        found = _RULES[hint] = _split(hint)
+        return found
+    except TypeError:  # an unhashable hint is worked out each time
+        return _split(hint)
+
+
+def _split(hint: Any) -> tuple[Any, tuple[Rule, ...]]:
+    return get_args(hint)[0], tuple(m for m in hint.__metadata__ if isinstance(m, Rule))
+
+
 def hints_of(cls: type[Any]) -> dict[str, Any]:
     """A schema class's field types, `Annotated` kept; computed once per class (a hot path)."""
     if cls not in _HINTS:
@@ -59,26 +177,14 @@ class Reader:
 
     def read(self, hint: Any, value: Any, key: str) -> Any:
         """`value` as `hint` says, or INVALID; `key` names it in errors."""
-        origin = get_origin(hint)
-        if origin is typing.Annotated:
-            return self._annotated(hint, value, key)
-        if dataclasses.is_dataclass(hint):
-            return self._dataclass(typing.cast("type[Any]", hint), value, key)
-        read_as = {
-            Literal: self._literal,
-            types.UnionType: self._union,
-            Union: self._union,
-            tuple: self._tuple,
-            dict: self._dict,
-        }.get(origin, self._scalar)
-        return read_as(hint, value, key)
+        return getattr(self, _method_for(hint))(hint, value, key)
 
     def _annotated(self, hint: Any, value: Any, key: str) -> Any:
-        base = get_args(hint)[0]
+        base, rules = _rules_of(hint)
         # A number with rules of its own states its own minimum, in its own words.
-        own_minimum = base is float and any(isinstance(m, Rule) for m in hint.__metadata__)
+        own_minimum = base is float and bool(rules)
         result = self._number(value, key) if own_minimum else self.read(base, value, key)
-        for rule in (m for m in hint.__metadata__ if isinstance(m, Rule)):
+        for rule in rules:
             if result is INVALID or result is None:
                 break  # a failed value is reported once; an optional one may be absent
             if not rule.test(result):
@@ -172,41 +278,42 @@ class Reader:
             value = {}
         if not isinstance(value, dict):
             return self.expected(key or "settings", "a mapping", value)
-        fields = [f for f in dataclasses.fields(cls) if f.init]
+        fields = _fields_of(cls)
+        if not value and _defaults_only(cls, self.environ):
+            return cls()
         names = [f.name for f in fields]
         for unknown in sorted(key_name(k) for k in value if k not in names):
             self.error(join(key, unknown), f"unknown key (known here: {', '.join(names)})")
-        hints = hints_of(cls)
         given: dict[str, Any] = {}
         complete = True
         for f in fields:
-            result = self.field(hints[f.name], value.get(f.name), join(key, f.name))
-            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            if result is MISSING and required:
+            result = self._field(f, value.get(f.name), join(key, f.name))
+            if result is MISSING and f.required:
                 result = self.error(join(key, f.name), "required, but not set")
             if result is INVALID:
-                complete = complete and not required  # an optional field falls back to its default
+                complete = (
+                    complete and not f.required
+                )  # an optional field falls back to its default
             elif result is not MISSING:
                 given[f.name] = result
         return cls(**given) if complete else INVALID
 
-    def field(self, hint: Any, value: Any, key: str) -> Any:
+    def _field(self, f: _Field, value: Any, key: str) -> Any:
         """A field's value from the file and its environment variables; MISSING when neither."""
-        if value is None and dataclasses.is_dataclass(_base(hint)):
+        if value is None and f.group:
             value = {}  # an absent group still gets its environment variables
-        from_file = MISSING if value is None else self.read(hint, value, key)
+        from_file = MISSING if value is None else self.read(f.hint, value, key)
         if from_file is INVALID:
             self.failed.add(key)
-        env = next((m for m in getattr(hint, "__metadata__", ()) if isinstance(m, FromEnv)), None)
-        if env is None:
+        if f.env is None:
             return from_file
-        name = next((n for n in env.names if self.environ.get(n)), None)
+        name = next((n for n in f.env.names if self.environ.get(n)), None)
         if name is None:
             return from_file
-        from_env = self.read(hint, parse_text(hint, self.environ[name]), name)
+        from_env = self.read(f.hint, parse_text(f.hint, self.environ[name]), name)
         if from_env is INVALID:
             self.failed.add(key)
-        return from_file if env.fallback and from_file is not MISSING else from_env
+        return from_file if f.env.fallback and from_file is not MISSING else from_env
 
 
 def _base(hint: Any) -> Any:

@@ -12,8 +12,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sidecar.errors import ConfigError
 from sidecar.model.injection import plan_patch
-from sidecar.model.injection_settings import render, tunable_keys
+from sidecar.model.injection_settings import checked_settings, render, tunable_keys
 from sidecar.settings import load
 from sidecar.settings.injection import InjectionTemplate
 
@@ -139,3 +140,23 @@ def test_arbitrary_annotation_values_never_raise_only_warn(annotations: dict[str
         assert isinstance(yaml.safe_load(text), dict)  # the agent's file is YAML
     else:
         assert plan.patch == []
+
+
+def test_a_remembered_verdict_is_the_same_verdict_refusals_included() -> None:
+    """The pods of one workload share annotations, so verdicts are remembered; never changed."""
+    good = {"containers": [{"name": "web", "ports": [8080]}], "phases": {"quiet_window_seconds": 3}}
+    bad = {"containers": [{"name": "web"}], "phases": {"quiet_window_seconds": -1}}
+    first, again = checked_settings(good), checked_settings(json.loads(json.dumps(good)))
+    assert first == again
+    assert first.phases.quiet_window_seconds == 3
+    for _ in range(2):
+        with pytest.raises(ConfigError, match=r"phases\.quiet_window_seconds"):
+            checked_settings(bad)
+
+
+def test_settings_too_large_to_remember_are_still_checked() -> None:
+    """Beyond the remembered size the check runs each time and still refuses what is wrong."""
+    huge = {"containers": [{"name": "web"}], "pod": {"labels": {"k": "v" * 20_000}}}
+    assert checked_settings(huge).pod.labels["k"] == "v" * 20_000
+    with pytest.raises(ConfigError, match="unknown key"):
+        checked_settings({**huge, "nonsense": 1})
