@@ -329,9 +329,12 @@ async def webhook_latency(python: str, rate: float, seconds: float) -> dict[str,
     """p50 and p99 (ms) and errors of the injector answering reviews at `rate`/s, open loop.
 
     Real TLS on loopback, keep-alive connections as the API server keeps them. Each review is
-    sent at its own time whether or not earlier ones were answered, and its latency counts
-    from that time, so waiting behind a slow answer counts too. An error is a transport
-    failure, an answer other than 200, or an answer without the patch.
+    sent at its own time whether or not earlier ones were answered (open loop: a slow answer
+    delays only itself, and queueing inside the injector counts). Its latency counts from the
+    moment it is handed to the client, not from its scheduled time: the client's own timer
+    wakes up to a millisecond late (epoll rounds timeouts up to whole milliseconds), which is
+    not the injector's time; how late the client sent is reported apart (`send_lag_p99`). An
+    error is a transport failure, an answer other than 200, or an answer without the patch.
     """
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
@@ -353,13 +356,16 @@ async def webhook_latency(python: str, rate: float, seconds: float) -> dict[str,
                     await _review(session, url, host, f"warm-{index}", count + index)
                 started = loop.time()
 
-                async def one(index: int) -> float | None:
+                async def one(index: int) -> tuple[float, float | None]:
                     due = started + index / rate
                     await asyncio.sleep(max(0.0, due - loop.time()))
+                    sent = loop.time()
                     ok = await _review(session, url, host, f"bench-{index}", index)
-                    return (loop.time() - due) * 1000 if ok else None
+                    return (sent - due) * 1000, (loop.time() - sent) * 1000 if ok else None
 
-                took = await asyncio.gather(*(one(i) for i in range(count)))
+                lags, took = zip(
+                    *await asyncio.gather(*(one(i) for i in range(count))), strict=True
+                )
                 elapsed = loop.time() - started
         finally:
             process.send_signal(signal.SIGINT)  # stops at once; SIGTERM would drain for 5 s
@@ -374,6 +380,7 @@ async def webhook_latency(python: str, rate: float, seconds: float) -> dict[str,
         "server_p50": statistics.median(inside),
         "server_p99": _p99(inside),
         "rate": count / elapsed,
+        "send_lag_p99": _p99(list(lags)),
     }
 
 
