@@ -231,6 +231,8 @@ class _Panel:
     ) -> None:
         self.result, self.axis, self.levels, self.rate = result, axis, levels, rate
         self.out: list[str] = []
+        #: The y of the rate axis' zero, known once the mark labels above the plot are laid out.
+        self.base = 0.0
 
     def y(self, per_second: float) -> float:
         return self.base - per_second / self.levels[-1] * _PLOT_HEIGHT
@@ -266,7 +268,9 @@ class _Panel:
         self._bars()
         self.out.append("</g>")
         bottom = self._time_axis()
+        self.out.append('<g class="agent-phases">')
         strip_end = self._strip(bottom + 8)
+        self.out.append("</g>")
         line_end = strip_end if strip_end > bottom + 8 else self.base
         # Every line first, then every label on its white halo, above any line.
         for group, row in zip(groups, rows, strict=True):
@@ -489,7 +493,7 @@ def timeline_svg(results: list[ScenarioResult], params: DrillParams) -> str:
     for result in results:
         panel = _Panel(result, axis, levels, params.rate_per_second)
         top = panel.draw(top)
-        body += panel.out
+        body += ['<g class="panel">', *panel.out, "</g>"]
     body.append(
         _element(
             "text",
