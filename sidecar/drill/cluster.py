@@ -47,11 +47,20 @@ class Cluster:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(
-        self, pod_ip: str, other_ips: Sequence[str], workdir: Path, grace_seconds: int
+        self,
+        pod_ip: str,
+        other_ips: Sequence[str],
+        workdir: Path,
+        grace_seconds: int,
+        host: str = "127.0.0.1",
     ) -> Path:
-        """Serve the API with the pod and other replicas in one Service; returns a kubeconfig."""
+        """Serve the API on `host` with the pod and other replicas in one Service.
+
+        Returns a kubeconfig. Pods in their own network namespaces reach the API at the node's
+        address, so `host` is that then.
+        """
         # Creating the objects is immediate; the deletion then takes the controller a while.
-        await self.cp.start()
+        await self.cp.start(host)
         self.cp.create("services", service_object("web"))
         pod = pod_object(POD, (pod_ip,), grace_seconds=grace_seconds)
         self.uid = self.cp.create("pods", pod)["metadata"]["uid"]

@@ -53,8 +53,13 @@ def _endpoints(cluster: str, addresses: list[tuple[str, int]]) -> dict[str, Any]
     }
 
 
-def sidecar(*, host: str, listen_port: int, admin_port: int, app_port: int) -> dict[str, Any]:
-    """An inbound listener (traffic_direction INBOUND, so `drain_listeners?inboundonly` sees it)."""
+def sidecar(
+    *, host: str, listen_port: int, admin_port: int, app_port: int, app_host: str | None = None
+) -> dict[str, Any]:
+    """An inbound listener (traffic_direction INBOUND, so `drain_listeners?inboundonly` sees it).
+
+    The app is reached at `app_host` (default: `host`): in a pod, over its 127.0.0.1.
+    """
     return {
         "admin": {"address": _address("127.0.0.1", admin_port)},
         "static_resources": {
@@ -64,7 +69,7 @@ def sidecar(*, host: str, listen_port: int, admin_port: int, app_port: int) -> d
                     "name": "app",
                     "type": "STATIC",
                     "connect_timeout": "1s",
-                    "load_assignment": _endpoints("app", [(host, app_port)]),
+                    "load_assignment": _endpoints("app", [(app_host or host, app_port)]),
                 }
             ],
         },

@@ -104,12 +104,13 @@ class Gateway:
 
 
 class EtcdServer:
-    """One etcd member serving on 127.0.0.1, its data in a fresh folder of the drill's."""
+    """One etcd member serving on `host` (the node's address), its data in a fresh folder."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, host: str = "127.0.0.1") -> None:
         self.folder = workdir / "etcd"
-        self.client_port, self.peer_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.client_port}"
+        self.host = host
+        self.client_port, self.peer_port = free_port(host), free_port()
+        self.url = f"http://{host}:{self.client_port}"
         self.proc: Proc | None = None
 
     async def start(self) -> None:
@@ -129,7 +130,7 @@ class EtcdServer:
             "--log-level=warn",
         ]
         self.proc = await spawn("etcd", argv, self.folder)
-        await wait_for_port("127.0.0.1", self.client_port)
+        await wait_for_port(self.host, self.client_port)
         async with aiohttp.ClientSession() as session, asyncio.timeout(10):
             while True:  # the port opens before the member is elected; no event says when
                 async with session.get(f"{self.url}/health") as response:

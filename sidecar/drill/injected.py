@@ -8,14 +8,15 @@ environment (the downward API's values are what the drill knows of the pod), fil
 (the token Secret, the settings annotation and the labels), and calls each container's preStop
 `httpGet` as written (path, port, headers) at the pod IP.
 
-The drill's processes share the machine's network and file system, so three things differ
-from a pod, each written down here: the volumes live in the scenario's folder, so the paths in
-the command and the settings file are moved there; the API is the stand-in's, so the agent
-gets `KUBECONFIG` where a pod gets `KUBERNETES_SERVICE_HOST` and a service account; and each
-pod's Envoy admin (and the pilot-agent stand-in) has its own loopback port, set by the
-per-pod annotations that move them (`envoy.admin-url`, `envoy.pilot-agent-url`). Under registry
-routing the drill adds the etcd registry to the settings file: injection has no annotation
-for registries.
+The drill's processes share the machine's file system, so some things differ from a pod, each
+written down here: the volumes live in the scenario's folder, so the paths in the command and
+the settings file are moved there; the API is the stand-in's, so the agent gets `KUBECONFIG`
+where a pod gets `KUBERNETES_SERVICE_HOST` and a service account. When pods have their own
+network namespaces (sidecar/drill/network.py) the agent reaches Envoy's admin and pilot-agent
+at the injected defaults; when they share loopback, each pod's Envoy admin (and the
+pilot-agent stand-in) has its own port, set by the per-pod annotations that move them
+(`envoy.admin-url`, `envoy.pilot-agent-url`). Under registry routing the drill adds the etcd
+registry to the settings file: injection has no annotation for registries.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar.drill.kubelet import Hook
+from sidecar.drill.network import LOOPBACK_NODE_IP
 from sidecar.drill.objects import NAMESPACE
 from sidecar.model.injection import Injection, plan_patch
 from sidecar.settings.injection import InjectionTemplate, Mode
@@ -39,8 +41,9 @@ if TYPE_CHECKING:
 PROXY = "proxy"
 #: The agent container's name in the drill's template (the table and JSON call it so).
 AGENT = "agent"
-#: The node's address: the kubelet's hooks come from it (HOST_IP, never counted as traffic).
-NODE_IP = "127.0.0.2"
+#: The node's address on loopback: the kubelet's hooks come from it (HOST_IP, never counted
+#: as traffic). In network namespaces it is the bridge's (`Network.node_ip`).
+NODE_IP = LOOPBACK_NODE_IP
 #: The drill's image names (nothing pulls them: the drill runs the processes itself).
 APP_IMAGE = "drill/app:local"
 PROXY_IMAGE = "envoyproxy/envoy:local"
@@ -72,6 +75,8 @@ class PlainPod:
     envoy_port: int
     admin_port: int
     pilot_port: int
+    #: In its own network namespace, Envoy's admin and pilot-agent are at the usual ports.
+    own_netns: bool = False
 
 
 def plain_pod(pod: PlainPod, params: DrillParams) -> dict[str, Any]:
@@ -82,8 +87,9 @@ def plain_pod(pod: PlainPod, params: DrillParams) -> dict[str, Any]:
     """
     prefix = InjectionTemplate().annotation_prefix
     annotations = {f"{prefix}/{key}": value for key, value in tuning(params).items()}
-    annotations[f"{prefix}/envoy.admin-url"] = f"http://127.0.0.1:{pod.admin_port}"
-    annotations[f"{prefix}/envoy.pilot-agent-url"] = f"http://127.0.0.1:{pod.pilot_port}"
+    if not pod.own_netns:
+        annotations[f"{prefix}/envoy.admin-url"] = f"http://127.0.0.1:{pod.admin_port}"
+        annotations[f"{prefix}/envoy.pilot-agent-url"] = f"http://127.0.0.1:{pod.pilot_port}"
     app = {"name": "app", "image": APP_IMAGE, "ports": [{"containerPort": pod.app_port}]}
     proxy: dict[str, Any] = {
         "name": PROXY,
@@ -201,6 +207,7 @@ def launch(
     *,
     ip: str,
     kubeconfig: Path,
+    node_ip: str = NODE_IP,
     registries: list[dict[str, Any]] | None = None,
 ) -> AgentLaunch:
     """Fill the agent's volumes under `folder` and say how to run its container."""
@@ -231,7 +238,7 @@ def launch(
         "metadata.namespace": NAMESPACE,
         "metadata.uid": injected.pod["metadata"]["uid"],
         "status.podIPs": ip,
-        "status.hostIP": NODE_IP,
+        "status.hostIP": node_ip,
     }
     env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(kubeconfig)}
     for variable in agent.get("env", []):

@@ -12,30 +12,38 @@ if TYPE_CHECKING:
     import argparse
 
 from sidecar.drill.injected import tuning
+from sidecar.drill.network import NetworkError, NetworkPlan
 from sidecar.drill.params import DrillParams, Recipe, params_from
 from sidecar.drill.report import document, table, timeline_svg
-from sidecar.drill.scenarios import ScenarioResult, run_scenario
+from sidecar.drill.scenarios import ScenarioResult, pod_names, run_scenario
+from sidecar.errors import ConfigError
 
 
 async def run_all(params: DrillParams, recipes: list[Recipe]) -> list[ScenarioResult]:
     """Each scenario in its own folder, one after the other (they would share the CPU).
 
     Every recipe runs once per routing: through the Service first, then through the registry.
+    Each gets a fresh network (namespaces, where possible), deleted once it ended.
     """
     results = []
+    plan = NetworkPlan(params.network)
     with tempfile.TemporaryDirectory(prefix="shutdown-drill-") as folder:
         for routing in params.routings:
             for recipe in recipes:
                 workdir = Path(folder) / f"{routing}-{recipe}"
                 workdir.mkdir()
-                results.append(await run_scenario(workdir, recipe, params, routing))
+                async with plan.pods(pod_names(params)) as pods:
+                    results.append(await run_scenario(workdir, recipe, params, routing, pods))
     return results
 
 
 def run(args: argparse.Namespace) -> str:
     """Run the drill and return what to print; writes the picture and the JSON."""
     params, recipes = params_from(args)
-    results = asyncio.run(run_all(params, recipes))
+    try:
+        results = asyncio.run(run_all(params, recipes))
+    except NetworkError as e:
+        raise ConfigError(f"--network {params.network}: {e}") from e
     args.picture.parent.mkdir(parents=True, exist_ok=True)
     args.picture.write_text(timeline_svg(results, params), encoding="utf-8")
     if args.json is not None:
@@ -51,6 +59,8 @@ def run(args: argparse.Namespace) -> str:
             f"; registry: callers read etcd every {params.registry_refresh_seconds:g} s, "
             f"leases of {params.lease_ttl_seconds} s"
         )
+    networks = sorted({result.network for result in results})
+    shown += f"\nnetwork: {'; '.join(networks)}"
     if "coordinated" in recipes:
         tuned = ", ".join(f"{key} {value}" for key, value in tuning(params).items())
         shown += f"\ncoordinated: injected by plan_patch, tuned by annotation: {tuned}"

@@ -16,6 +16,9 @@ RECIPES: tuple[Recipe, ...] = ("no-hook", "sleep-15", "netstat-loop", "coordinat
 #: How callers find the replicas: the Service (ingress and data plane), or a registry (etcd).
 Routing = Literal["service", "registry"]
 ROUTINGS: tuple[Routing, ...] = ("service", "registry")
+#: Where pods live (sidecar/drill/network.py).
+NetworkMode = Literal["auto", "netns", "loopback"]
+NETWORK_MODES: tuple[NetworkMode, ...] = ("auto", "netns", "loopback")
 #: The classic fixed sleep of the `sleep-15` recipe, when the grace leaves room for it.
 CLASSIC_SLEEP_SECONDS = 15
 
@@ -61,6 +64,9 @@ class DrillParams:
     registry_refresh_seconds: float = 2.0
     #: Registry routing: each replica's lease TTL; 10 s is go-zero's (`discov.TimeToLive`).
     lease_ttl_seconds: int = 10
+    #: Where pods live: their own network namespaces (root and iproute2), loopback addresses,
+    #: or the first where possible (sidecar/drill/network.py).
+    network: NetworkMode = "auto"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +126,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--native", action="store_true", help="proxy and agent as native sidecars (KEP-753)"
     )
+    parser.add_argument(
+        "--network",
+        default=defaults.network,
+        help="netns: each pod in its own network namespace on a bridge (root, iproute2); "
+        "loopback: pods as 127.0.0.x; auto: netns where possible",
+    )
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument(
         "--picture", type=Path, default=Path("out/drill-timeline.svg"), help="timeline (SVG)"
@@ -170,6 +182,7 @@ def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
         routings=routings,
         registry_refresh_seconds=args.registry_refresh,
         lease_ttl_seconds=args.lease_ttl,
+        network=_network(args.network),
     )
     return params, [r for r in RECIPES if r in recipes]
 
@@ -184,6 +197,18 @@ def _routings(args: argparse.Namespace) -> tuple[Routing, ...]:
     if args.lease_ttl < 2:
         _refuse("--lease-ttl", args.lease_ttl, "at least 2 seconds (etcd's minimum lease)")
     return tuple(r for r in ROUTINGS if r in routings)
+
+
+def _network(value: str) -> NetworkMode:
+    """`--network`, checked: netns only where it is possible."""
+    if value not in NETWORK_MODES:
+        _refuse("--network", value, f"one of {', '.join(NETWORK_MODES)}")
+    if value == "netns":
+        from sidecar.drill.network import netns_unavailable  # noqa: PLC0415 - the drill's only
+
+        if (why_not := netns_unavailable()) is not None:
+            _refuse("--network", value, f"auto or loopback here ({why_not})")
+    return value
 
 
 def _refuse(flag: str, value: object, expected: str) -> NoReturn:

@@ -16,9 +16,12 @@ from pathlib import Path  # noqa: TC003 - used at run time by the Proc dataclass
 from typing import TYPE_CHECKING, Any
 
 from sidecar.drill import envoy_config
+from sidecar.drill.network import open_socket_in
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+    from sidecar.drill.network import PodNet
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -29,18 +32,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-async def wait_for_port(host: str, port: int, *, timeout_seconds: float = 10.0) -> None:
-    """Return once host:port accepts connections; TimeoutError after the timeout."""
+async def wait_for_port(
+    host: str, port: int, *, netns: str | None = None, timeout_seconds: float = 10.0
+) -> None:
+    """Return once host:port (seen from `netns`) accepts connections; TimeoutError if not."""
+    loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout_seconds):
         while True:
+            sock = open_socket_in(netns)
+            sock.setblocking(False)  # noqa: FBT003 - the socket API's own
             try:
-                _, writer = await asyncio.open_connection(host, port)
+                await loop.sock_connect(sock, (host, port))
             except OSError:
                 await asyncio.sleep(0.02)  # polling is the only way to see a port open
                 continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            finally:
+                sock.close()
             return
 
 
@@ -98,13 +105,19 @@ class Proc:
 
 
 async def spawn(
-    name: str, argv: Sequence[str], workdir: Path, env: Mapping[str, str] | None = None
+    name: str,
+    argv: Sequence[str],
+    workdir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    pod: PodNet | None = None,
 ) -> Proc:
-    """Start a process with stdout and stderr in `workdir/name.log`."""
+    """Start a process (inside `pod`'s network namespace) with its output in `workdir/name.log`."""
     log_path = workdir / f"{name}.log"
+    command = pod.command(argv) if pod is not None else list(argv)
     with log_path.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            *argv,
+            *command,
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL,
@@ -114,9 +127,15 @@ async def spawn(
 
 
 async def start_app(
-    workdir: Path, *, name: str, host: str, port: int, latency_ms: tuple[int, int]
+    workdir: Path,
+    *,
+    name: str,
+    host: str,
+    port: int,
+    latency_ms: tuple[int, int],
+    pod: PodNet | None = None,
 ) -> Proc:
-    """The drill's app, serving once this returns."""
+    """The drill's app on host:port (inside `pod`'s namespace), serving once this returns."""
     argv = [
         sys.executable,
         "-m",
@@ -127,11 +146,12 @@ async def start_app(
         str(port),
         "--name",
         name,
+        "--latency-ms",
+        str(latency_ms[0]),
+        str(latency_ms[1]),
     ]
-    proc = await spawn(
-        name, [*argv, "--latency-ms", str(latency_ms[0]), str(latency_ms[1])], workdir
-    )
-    await wait_for_port(host, port)
+    proc = await spawn(name, argv, workdir, pod=pod)
+    await wait_for_port(host, port, netns=pod.netns if pod else None)
     return proc
 
 
@@ -143,17 +163,35 @@ def envoy_binary() -> str:
 
 
 async def start_envoy(
-    workdir: Path, *, name: str, host: str, listen_port: int, admin_port: int, app_port: int
+    workdir: Path,
+    *,
+    name: str,
+    host: str,
+    listen_port: int,
+    admin_port: int,
+    app_port: int,
+    app_host: str | None = None,
+    pod: PodNet | None = None,
 ) -> Proc:
-    """A pod's Envoy sidecar in front of its app, serving once this returns."""
+    """A pod's Envoy sidecar in front of its app, serving once this returns.
+
+    Its admin is on the pod's 127.0.0.1, as Istio's is; it reaches the app at `app_host`
+    (default: `host`).
+    """
     config_path = workdir / f"{name}.json"
     document = envoy_config.sidecar(
-        host=host, listen_port=listen_port, admin_port=admin_port, app_port=app_port
+        host=host,
+        listen_port=listen_port,
+        admin_port=admin_port,
+        app_host=app_host or host,
+        app_port=app_port,
     )
     config_path.write_text(json.dumps(document), encoding="utf-8")
-    proc = await spawn(name, envoy_config.command(envoy_binary(), str(config_path)), workdir)
-    await wait_for_port(host, listen_port)
-    await wait_for_port("127.0.0.1", admin_port)
+    argv = envoy_config.command(envoy_binary(), str(config_path))
+    proc = await spawn(name, argv, workdir, pod=pod)
+    netns = pod.netns if pod else None
+    await wait_for_port(host, listen_port, netns=netns)
+    await wait_for_port("127.0.0.1", admin_port, netns=netns)
     return proc
 
 
@@ -182,17 +220,23 @@ async def start_agent(
 
 
 async def run_agent(
-    workdir: Path, argv: Sequence[str], env: Mapping[str, str], *, host: str, port: int
+    workdir: Path,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    host: str,
+    port: int,
+    pod: PodNet | None = None,
 ) -> Proc:
     """The agent started as `argv` with `env`, serving its hooks on host:port once this returns."""
-    agent = await spawn("agent", argv, workdir, env)
+    agent = await spawn("agent", argv, workdir, env, pod=pod)
     await wait_for_port(host, port)
     return agent
 
 
-async def start_pilot_agent(workdir: Path, *, port: int) -> Proc:
-    """The pilot-agent stand-in on 127.0.0.1:port, serving once this returns."""
+async def start_pilot_agent(workdir: Path, *, port: int, pod: PodNet | None = None) -> Proc:
+    """The pilot-agent stand-in on the pod's 127.0.0.1:port, serving once this returns."""
     argv = [sys.executable, "-m", "sidecar.drill.pilot", "--port", str(port)]
-    proc = await spawn("pilot-agent", argv, workdir)
-    await wait_for_port("127.0.0.1", port)
+    proc = await spawn("pilot-agent", argv, workdir, pod=pod)
+    await wait_for_port("127.0.0.1", port, netns=pod.netns if pod else None)
     return proc

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from sidecar.drill.cluster import Cluster
+    from sidecar.drill.network import PodNet
     from sidecar.drill.params import DrillParams, Recipe
 
 
@@ -56,6 +57,26 @@ while listening():
 """
 
 
+@dataclass(frozen=True)
+class Ports:
+    """A pod's ports: its own namespace has Istio's and the injector's; loopback, free ones."""
+
+    app: int
+    envoy: int
+    admin: int
+    pilot: int
+    agent: int
+
+    @classmethod
+    def of(cls, net: PodNet) -> Ports:
+        """Fixed ports in a pod's own namespace; the kernel's choice on shared loopback."""
+        if net.netns is not None:
+            return cls(app=8080, envoy=15006, admin=15000, pilot=15020, agent=15120)
+        return cls(
+            free_port(net.ip), free_port(net.ip), free_port(), free_port(), free_port(net.ip)
+        )
+
+
 @dataclass
 class Pod:
     """One replica's processes."""
@@ -67,24 +88,39 @@ class Pod:
     app_port: int
     envoy_port: int
     admin_port: int
+    net: PodNet
+    ports: Ports
 
 
-async def start_pod(workdir: Path, index: int, params: DrillParams) -> Pod:
-    """Replica `index`: its app and Envoy on its own loopback IP, both serving."""
-    name, ip = f"web-{index + 1}", f"127.0.0.{index + 10}"
-    app_port, envoy_port, admin_port = free_port(ip), free_port(ip), free_port()
-    folder = workdir / name
+async def start_pod(workdir: Path, net: PodNet, params: DrillParams) -> Pod:
+    """One replica: its app and Envoy at its IP (in its own namespace, if it has one), serving.
+
+    In its namespace, the app listens on every address and Envoy reaches it over 127.0.0.1, as
+    in a pod; on shared loopback both use the pod's own loopback address.
+    """
+    ports = Ports.of(net)
+    own = net.netns is not None
+    folder = workdir / net.name
     folder.mkdir()
-    app = await start_app(folder, name=name, host=ip, port=app_port, latency_ms=params.latency_ms)
+    app = await start_app(
+        folder,
+        name=net.name,
+        host="0.0.0.0" if own else net.ip,  # every address of the pod's own namespace
+        port=ports.app,
+        latency_ms=params.latency_ms,
+        pod=net,
+    )
     envoy = await start_envoy(
         folder,
         name="envoy",
-        host=ip,
-        listen_port=envoy_port,
-        admin_port=admin_port,
-        app_port=app_port,
+        host=net.ip,
+        listen_port=ports.envoy,
+        admin_port=ports.admin,
+        app_host="127.0.0.1" if own else net.ip,
+        app_port=ports.app,
+        pod=net,
     )
-    return Pod(name, ip, app, envoy, app_port, envoy_port, admin_port)
+    return Pod(net.name, net.ip, app, envoy, ports.app, ports.envoy, ports.admin, net, ports)
 
 
 @dataclass
@@ -122,16 +158,20 @@ async def pod_containers(
     cluster: Cluster,
     kubeconfig: Path,
     params: DrillParams,
+    *,
+    node_ip: str,
     etcd_url: str | None = None,
 ) -> PodRun:
     """The deleted pod's containers, with the recipe's preStop hooks."""
     if recipe == "coordinated":
-        return await _coordinated(pod, workdir, cluster, kubeconfig, params, etcd_url)
+        return await _coordinated(pod, workdir, cluster, kubeconfig, params, node_ip, etcd_url)
     hooks = {"app": Hook(), "proxy": Hook()}
     if recipe == "sleep-15":
         hooks = dict.fromkeys(hooks, Hook("sleep", seconds=params.sleep_seconds))
     elif recipe == "netstat-loop":
-        hooks["proxy"] = Hook("exec", argv=(sys.executable, "-c", _NETSTAT_LOOP, str(pod.app_port)))
+        # An exec hook runs in the container, so it sees the pod's sockets only.
+        loop = pod.net.command([sys.executable, "-c", _NETSTAT_LOOP, str(pod.app_port)])
+        hooks["proxy"] = Hook("exec", argv=tuple(loop))
     return PodRun(
         [
             Container("app", pod.app, hooks["app"]),
@@ -146,22 +186,38 @@ async def _coordinated(
     cluster: Cluster,
     kubeconfig: Path,
     params: DrillParams,
+    node_ip: str,
     etcd_url: str | None,
 ) -> PodRun:
     """The plain pod injected by plan_patch; the agent, env and hooks are the injected pod's."""
     folder = workdir / pod.name
-    pilot_port = free_port()
-    pilot = await start_pilot_agent(folder, port=pilot_port)
+    pilot = await start_pilot_agent(folder, port=pod.ports.pilot, pod=pod.net)
     try:
         known = PlainPod(
-            pod.name, cluster.uid, pod.ip, pod.app_port, pod.envoy_port, pod.admin_port, pilot_port
+            pod.name,
+            cluster.uid,
+            pod.ip,
+            pod.app_port,
+            pod.envoy_port,
+            pod.admin_port,
+            pod.ports.pilot,
+            own_netns=pod.net.netns is not None,
         )
         plain = plain_pod(known, params)
-        injected = inject(plain, template(free_port(pod.ip), params), secrets.token_hex(16))
+        injected = inject(plain, template(pod.ports.agent, params), secrets.token_hex(16))
         registries = registry_settings(pod, etcd_url) if etcd_url is not None else None
-        agent = launch(injected, folder, ip=pod.ip, kubeconfig=kubeconfig, registries=registries)
+        agent = launch(
+            injected,
+            folder,
+            ip=pod.ip,
+            node_ip=node_ip,
+            kubeconfig=kubeconfig,
+            registries=registries,
+        )
         port = injected.template.port
-        agent_proc = await run_agent(folder, agent.argv, agent.env, host=pod.ip, port=port)
+        agent_proc = await run_agent(
+            folder, agent.argv, agent.env, host=pod.ip, port=port, pod=pod.net
+        )
     except BaseException:
         await pilot.stop()
         raise

@@ -189,8 +189,10 @@ class Replica:
 class RegistryRouting:
     """One scenario's registry: etcd, a registrar per replica, the callers' copy, the watch."""
 
-    def __init__(self, workdir: Path, refresh_seconds: float, ttl_seconds: int) -> None:
-        self.server = EtcdServer(workdir)
+    def __init__(
+        self, workdir: Path, refresh_seconds: float, ttl_seconds: int, host: str = "127.0.0.1"
+    ) -> None:
+        self.server = EtcdServer(workdir, host)
         self.ttl_seconds = ttl_seconds
         self._refresh_seconds = refresh_seconds
         self._session: aiohttp.ClientSession | None = None

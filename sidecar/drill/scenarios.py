@@ -4,10 +4,12 @@ Topology, all real processes. Service routing: load generator -> ingress Envoy (
 from a file the data plane rewrites after the propagation delay) -> each pod's Envoy
 sidecar -> its app. Registry routing: the load generator picks a replica from its copy of
 the registry (real etcd, refreshed on a schedule) and sends straight to that pod's Envoy.
-The deleted pod also runs the agent in `coordinated`, as plan_patch injected it. Pods have
-their own loopback IPs. The API stand-in plays the API server, the kubelet simulator plays
-the node. Optionally a pinned client sends straight to the deleted pod's Envoy on one
-keep-alive connection, as a caller through a ClusterIP does, and moves only once told
+The deleted pod also runs the agent in `coordinated`, as plan_patch injected it. Each pod has
+its own network namespace on a bridge where the drill can make one, or else its own loopback
+IP (sidecar/drill/network.py). The API stand-in plays the API server, the kubelet simulator
+plays the node; they, the ingress, etcd and the load stay in the host's namespace.
+Optionally a pinned client sends straight to the deleted pod's Envoy on one keep-alive
+connection, as a caller through a ClusterIP does, and moves only once told
 `Connection: close`.
 """
 
@@ -22,11 +24,11 @@ import aiohttp
 
 from sidecar.drill.cluster import Cluster
 from sidecar.drill.dataplane import EndpointsFile
-from sidecar.drill.injected import NODE_IP
 from sidecar.drill.kubelet import Killed, Kubelet
 from sidecar.drill.load import LoadRun, generate, pinned
+from sidecar.drill.network import Network, loopback
 from sidecar.drill.procs import Proc, free_port, start_ingress
-from sidecar.drill.recipes import Pod, pod_containers, start_pod
+from sidecar.drill.recipes import Pod, PodRun, pod_containers, start_pod
 from sidecar.drill.registry import RegistryRouting, Replica, key_of
 
 if TYPE_CHECKING:
@@ -66,6 +68,8 @@ class ScenarioResult:
     #: `coordinated`: the pod as plan_patch injected it, and how the agent was started from it.
     injected: InjectedPod | None = None
     agent_launch: AgentLaunch | None = None
+    #: Where the pods ran: their own network namespaces, or loopback addresses (and why).
+    network: str = ""
 
     @property
     def agent_summary(self) -> dict[str, Any] | None:
@@ -97,32 +101,61 @@ class ScenarioResult:
         }
 
 
+def pod_names(params: DrillParams) -> list[str]:
+    """The replicas' names; the first is the one deleted."""
+    return [f"web-{i + 1}" for i in range(params.replicas)]
+
+
 async def run_scenario(
-    workdir: Path, recipe: Recipe, params: DrillParams, routing: Routing = "service"
+    workdir: Path,
+    recipe: Recipe,
+    params: DrillParams,
+    routing: Routing = "service",
+    network: Network | None = None,
 ) -> ScenarioResult:
-    """Delete one pod under load with `recipe` in charge of its shutdown."""
+    """Delete one pod under load with `recipe` in charge of its shutdown.
+
+    `network` places the pods (its namespaces are the caller's to make and delete); without
+    it they are loopback addresses.
+    """
     loop = asyncio.get_running_loop()
+    network = network or loopback(pod_names(params))
+    # Pods in their own namespaces reach the API and etcd at the node's address.
+    node_host = network.node_ip if network.mode == "netns" else "127.0.0.1"
     pods: list[Pod] = []
     procs: list[Proc] = []
     cluster = Cluster(controller_delay_seconds=params.controller_delay_seconds)
-    registry = RegistryRouting(workdir, params.registry_refresh_seconds, params.lease_ttl_seconds)
+    registry = RegistryRouting(
+        workdir, params.registry_refresh_seconds, params.lease_ttl_seconds, node_host
+    )
     stop = asyncio.Event()
     try:
-        pods = [await start_pod(workdir, i, params) for i in range(params.replicas)]
-        procs = [p for pod in pods for p in (pod.app, pod.envoy)]
+        for place in network.pods:
+            pods.append(await start_pod(workdir, place, params))
+            procs += [pods[-1].app, pods[-1].envoy]
         deleted = pods[0]
         kubeconfig = await cluster.start(
-            deleted.ip, [p.ip for p in pods[1:]], workdir, params.grace_seconds
+            deleted.ip, [p.ip for p in pods[1:]], workdir, params.grace_seconds, node_host
         )
         result = ScenarioResult(recipe, 0.0, LoadRun(params.rate_per_second, loop.time()))
         result.routing = routing
+        result.network = network.description
         target, on_unready = (
             await _serve_through_ingress(workdir, pods, params, result, procs)
             if routing == "service"
             else await _serve_through_registry(registry, pods, result)
         )
         etcd_url = registry.server.url if routing == "registry" else None
-        run = await pod_containers(recipe, deleted, workdir, cluster, kubeconfig, params, etcd_url)
+        run = await pod_containers(
+            recipe,
+            deleted,
+            workdir,
+            cluster,
+            kubeconfig,
+            params,
+            node_ip=network.node_ip,
+            etcd_url=etcd_url,
+        )
         procs += [c.proc for c in run.containers if c.name == "agent"] + run.helpers
         result.injected, result.agent_launch = run.injected, run.agent
 
@@ -138,7 +171,7 @@ async def run_scenario(
         cluster.follow_slices(on_unready)
         result.t0 = loop.time()
         await cluster.delete_and_wait_for_kubelet()
-        kubelet = Kubelet(run.containers, params.grace_seconds, node_ip=NODE_IP)
+        kubelet = Kubelet(run.containers, params.grace_seconds, node_ip=network.node_ip)
         result.killed = await kubelet.terminate()
         await cluster.pod_gone()
         result.pod_gone_at = loop.time()
@@ -150,12 +183,7 @@ async def run_scenario(
         result.load = await load
         if pinned_client is not None:
             result.pinned = await pinned_client
-        result.events = cluster.events()
-        if routing == "registry":
-            await _registry_moments(result, registry, key_of(deleted.ip, deleted.envoy_port))
-        agent = next((c.proc for c in run.containers if c.name == "agent"), None)
-        if agent is not None:
-            result.agent_log = [line for line in agent.json_lines() if "event" in line]
+        await _collect(result, run, cluster, registry, key_of(deleted.ip, deleted.envoy_port))
         return result
     finally:
         stop.set()
@@ -163,6 +191,18 @@ async def run_scenario(
             await proc.stop()
         await registry.stop()
         await cluster.stop()
+
+
+async def _collect(
+    result: ScenarioResult, run: PodRun, cluster: Cluster, registry: RegistryRouting, key: str
+) -> None:
+    """The Events, the registry's moments and the agent's log, once the load stopped."""
+    result.events = cluster.events()
+    if result.routing == "registry":
+        await _registry_moments(result, registry, key)
+    agent = next((c.proc for c in run.containers if c.name == "agent"), None)
+    if agent is not None:
+        result.agent_log = [line for line in agent.json_lines() if "event" in line]
 
 
 async def _serve_through_ingress(
