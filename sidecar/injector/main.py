@@ -115,11 +115,16 @@ def run(args: argparse.Namespace, err: TextIO = sys.stderr) -> int:
         port=args.port,
         guarantee=guarantee,
     )
+    # What start-up made (modules, the template) lives as long as the process: kept out of the
+    # collector's walks, a full collection pauses ~1 ms instead of ~20 ms (measured).
+    gc.freeze()
     try:
         asyncio.run(serve(webhook, namespaces, shutdown_delay_seconds=args.shutdown_delay_seconds))
     except OSError as e:
         err.write(f"shutdown-coordinator injector: cannot serve: {e}\n")
         return EXIT_FAILED
+    finally:
+        gc.unfreeze()  # a caller in the same process (a test) gets its collector back
     return EXIT_OK
 
 
@@ -201,9 +206,6 @@ async def serve_until(
 ) -> None:
     """Start, wait for a signal, and stop in order; SIGINT cuts the wait short."""
     await webhook.start()
-    # What start-up made (modules, the template, the TLS context) lives as long as the process:
-    # kept out of the collector's walks, a full collection takes ~1 ms instead of ~20 ms.
-    gc.freeze()
     try:
         waiters = [asyncio.ensure_future(e.wait()) for e in (sigterm, sigint)]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
