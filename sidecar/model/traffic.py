@@ -166,35 +166,6 @@ def assess(sample: TrafficSample, policy: TrafficPolicy) -> TrafficView:
     return TrafficView(established, in_flight, idle, close_wait, by_port, last, frozenset(keys))
 
 
-@dataclass(frozen=True)
-class ActivityTrack:
-    """Latest inbound activity seen across samples, and the connections seen last time."""
-
-    last_activity_at: float | None = None
-    known_keys: frozenset[int] = frozenset()
-
-
-def track_activity(track: ActivityTrack, sample: TrafficSample, view: TrafficView) -> ActivityTrack:
-    """Fold one sample and its assessment into the track (level-based, no hidden state).
-
-    With tcp_info the sample itself dates the last received byte. Without it, a connection
-    not seen in the previous sample is the only evidence of new traffic, dated at this sample.
-    """
-    candidates = [t for t in (track.last_activity_at, view.last_activity_at) if t is not None]
-    if not sample.has_timing and view.keys - track.known_keys:
-        candidates.append(sample.taken_at)
-    return ActivityTrack(max(candidates) if candidates else None, view.keys)
-
-
-def quiet(
-    track: ActivityTrack, *, now: float, since: float, window_seconds: float, min_seconds: float
-) -> bool:
-    """No inbound activity for the quiet window, and the phase has lasted its minimum."""
-    if now - since < min_seconds:
-        return False
-    return track.last_activity_at is None or now - track.last_activity_at >= window_seconds
-
-
 def group_exited(
     sample: TrafficSample, ports: frozenset[int], processes_running: bool | None
 ) -> bool:

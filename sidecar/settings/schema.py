@@ -139,10 +139,16 @@ class PhaseSettings:
     #: Without an API adapter, unroute waits this long instead of observing the EndpointSlices.
     unroute_fallback_delay_seconds: float = 3.0
     unroute_max_seconds: float = 60.0
-    #: No new inbound traffic for this long means the data plane has caught up.
+    #: Quiesce learns how long a lull must last to mean "no more traffic" from the arrivals it
+    #: sees (docs/quiesce.md); this is the longest such window, used until it has learned one.
     quiet_window_seconds: Annotated[float, at_least(0.05)] = 2.0
+    #: The shortest learned window, however dense the traffic.
+    quiet_window_min_seconds: Annotated[float, at_least(0.01)] = 0.2
     #: The shortest quiesce, a floor for the data plane's propagation delay.
     quiesce_min_seconds: float = 1.0
+    #: An idle keep-alive connection from a caller holds quiesce until the caller closes it
+    #: (a proxy does when the endpoint leaves its pool), at most this long into the phase.
+    idle_hold_seconds: Annotated[float, at_least(0.0)] = 10.0
     quiesce_max_seconds: float = 30.0
     drain_max_seconds: float = 60.0
     #: How long the release of a later group waits for the earlier group to exit.
@@ -155,8 +161,10 @@ class PhaseSettings:
 class TrafficSettings:
     """How the shared network namespace is sampled."""
 
-    #: One sampler, at this interval, only while a shutdown runs.
-    sample_interval_seconds: Annotated[float, at_least(0.01)] = 0.25
+    #: One sampler, at this interval, only while a shutdown runs; quiesce ends at a sample, so
+    #: this is also how late it may end (a sample costs ~5 ms per 1 000 sockets, and is kept
+    #: under a fifth of a core whatever the interval: docs/benchmarks.md, shutdown/observe.py).
+    sample_interval_seconds: Annotated[float, at_least(0.01)] = 0.1
     #: netlink sock_diag gives per-socket activity; /proc only counts (every connection is busy).
     source: TrafficSourceName = "auto"
     #: Peers whose connections are not traffic (the node's IP is always added).

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from sidecar.model.deadline import replan
+from sidecar.model.lull import QuietBounds
 from sidecar.model.report import Outcome, Phase, Release, Result
 from sidecar.model.rotation import pod_key
 from sidecar.shutdown.confirm import Confirmation, confirm
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from sidecar.model.flight import FlightKind
     from sidecar.model.plan import ReleaseGroup
     from sidecar.model.rotation import PodKey
+    from sidecar.settings.schema import PhaseSettings
     from sidecar.shutdown.pod import Pod
     from sidecar.shutdown.protocols import ShutdownListener
 
@@ -203,8 +205,7 @@ class Flight:
                 pod.monitor,
                 pod.proxy if pod.settings.envoy.drain_inbound and self._proxy_hooked() else None,
                 deadline=deadline,
-                window_seconds=phases.quiet_window_seconds,
-                min_seconds=phases.quiesce_min_seconds,
+                bounds=quiet_bounds(phases, proxy_group),
             )
             await journal.run(Phase.QUIESCE, quiet, deadline)
             # 5. drain: in-flight requests finish.
@@ -292,3 +293,15 @@ class Flight:
             (when, tuple(n for g in groups[: group.index + 1] for n in g.names))
             for group, when in zip(groups, budget.release_by, strict=True)
         )
+
+
+def quiet_bounds(phases: PhaseSettings, proxy_group: ReleaseGroup | None) -> QuietBounds:
+    """Quiesce's settings; in a meshed pod callers arrive on the proxy's ports only."""
+    entry = proxy_group.ports if proxy_group is not None and proxy_group.ports else None
+    return QuietBounds(
+        min_window_seconds=phases.quiet_window_min_seconds,
+        max_window_seconds=phases.quiet_window_seconds,
+        quiesce_min_seconds=phases.quiesce_min_seconds,
+        idle_hold_seconds=phases.idle_hold_seconds,
+        entry_ports=entry,
+    )

@@ -1,4 +1,4 @@
-"""The one traffic sampler of a shutdown: latest sample and activity track, awaited by predicate."""
+"""The one traffic sampler of a shutdown: latest sample and lull track, awaited by predicate."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from sidecar.model.traffic import (
-    ActivityTrack,
-    TrafficPolicy,
-    TrafficSample,
-    TrafficView,
-    assess,
-    track_activity,
-)
+from sidecar.model.lull import LullTrack, fold
+from sidecar.model.traffic import TrafficPolicy, TrafficSample, TrafficView, assess
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,7 +47,8 @@ class TrafficMonitor:
         self._task: asyncio.Task[None] | None = None
         self.latest: TrafficSample | None = None
         self.view: TrafficView | None = None
-        self.track = ActivityTrack()
+        #: What quiesce decides on (sidecar/model/lull.py), folded from every sample.
+        self.lull = LullTrack()
         self.samples = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -85,7 +80,7 @@ class TrafficMonitor:
             else:
                 self.latest = sample
                 self.view = assess(sample, self.policy)
-                self.track = track_activity(self.track, sample, self.view)
+                self.lull = fold(self.lull, sample, self.policy)
                 self.samples += 1
                 async with self._changed:
                     self._changed.notify_all()

@@ -1,14 +1,15 @@
-"""Phase quiesce: wait until the data plane caught up (no inbound activity for a quiet window)."""
+"""Phase quiesce: wait until the data plane caught up, by the rules of sidecar/model/lull.py."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING
 
+from sidecar.model.lull import QuietDecision, decide
 from sidecar.model.report import Outcome, Result
-from sidecar.model.traffic import quiet
 
 if TYPE_CHECKING:
+    from sidecar.model.lull import QuietBounds
     from sidecar.shutdown.observe import TrafficMonitor
     from sidecar.shutdown.protocols import ProxyAdmin
 
@@ -18,10 +19,9 @@ async def quiesce(
     proxy: ProxyAdmin | None,
     *,
     deadline: float,
-    window_seconds: float,
-    min_seconds: float,
+    bounds: QuietBounds,
 ) -> Result:
-    """Start the proxy's inbound drain, then wait for a quiet window.
+    """Start the proxy's inbound drain, then wait, sample by sample, until `decide` says why.
 
     The drain comes first because clients pinned to the pod on keep-alive connections keep
     sending after the endpoint is gone (kube-proxy never cuts them): only a `Connection: close`
@@ -42,19 +42,23 @@ async def quiesce(
         except Exception as e:
             detail["proxy_drain"] = f"failed: {e}"
             degraded = True
-    went_quiet = await monitor.wait_until(
-        lambda m: quiet(
-            m.track,
-            now=loop.time(),
-            since=started,
-            window_seconds=window_seconds,
-            min_seconds=min_seconds,
-        ),
-        deadline,
-    )
-    last = monitor.track.last_activity_at
+    decision = QuietDecision(None, bounds.max_window_seconds, "the first sample")
+
+    def ended(m: TrafficMonitor) -> bool:
+        nonlocal decision
+        decision = decide(m.lull, now=loop.time(), started_at=started, bounds=bounds)
+        return decision.ended_by is not None
+
+    went_quiet = await monitor.wait_until(ended, deadline)
+    now = loop.time()
+    detail["ended_by"] = decision.ended_by if went_quiet else "cap"
+    detail["ended_after_seconds"] = round(now - started, 3)
+    detail["window_seconds"] = round(decision.window_seconds, 3)
+    if not went_quiet:
+        detail["waiting_on"] = decision.waiting_on
+    last = monitor.lull.pod.last_arrival_at
     if last is not None:
-        detail["last_activity_seconds_ago"] = round(loop.time() - last, 3)
+        detail["last_activity_seconds_ago"] = round(now - last, 3)
     detail.update(monitor.snapshot())
     if not went_quiet:
         return Result(Outcome.TIMED_OUT, detail)

@@ -1,4 +1,4 @@
-"""The traffic model: in flight vs idle keep-alive, what counts, activity, quiet, group exit."""
+"""The traffic model: in flight vs idle keep-alive, what counts, group exit (quiet: test_lull)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,13 @@ from collections.abc import Iterable
 import pytest
 
 from sidecar.model.traffic import (
-    ActivityTrack,
     Connection,
     TcpState,
-    TrafficPolicy,
     TrafficSample,
     assess,
     group_exited,
     is_in_flight,
     policy_for,
-    quiet,
-    track_activity,
 )
 
 E, CW, LISTEN = TcpState.ESTABLISHED, TcpState.CLOSE_WAIT, TcpState.LISTEN
@@ -102,10 +98,6 @@ def test_ipv4_mapped_peers_are_matched_as_ipv4() -> None:
     assert not policy.ignores("10.0.0.2")
 
 
-def _fold(track: ActivityTrack, one: TrafficSample, policy: TrafficPolicy) -> ActivityTrack:
-    return track_activity(track, one, assess(one, policy))
-
-
 def test_assess_decides_each_peer_once_and_keeps_the_counted_keys() -> None:
     policy = policy_for({8080}, "10.0.0.1")
     view = assess(
@@ -113,43 +105,6 @@ def test_assess_decides_each_peer_once_and_keeps_the_counted_keys() -> None:
         policy,
     )
     assert view.keys == {1, 3}  # the node's probe and the half-closed one are not counted
-
-
-def test_activity_track_keeps_the_latest_moment_across_samples() -> None:
-    policy = policy_for({8080}, "")
-    track = _fold(ActivityTrack(), sample(conn(recv=500), at=10.0), policy)
-    assert track.last_activity_at == pytest.approx(9.5)
-    # The connection went away: the track remembers the last activity it proved.
-    track = _fold(track, sample(at=11.0), policy)
-    assert track.last_activity_at == pytest.approx(9.5)
-
-
-def test_without_timing_a_new_connection_is_dated_at_its_sample() -> None:
-    policy = policy_for({8080}, "")
-    first = _fold(
-        ActivityTrack(), sample(conn(key=1, recv=None, send=None), at=10.0, timing=False), policy
-    )
-    assert first.last_activity_at == 10.0
-    same = _fold(first, sample(conn(key=1, recv=None, send=None), at=11.0, timing=False), policy)
-    assert same.last_activity_at == 10.0
-    new = _fold(same, sample(conn(key=2, recv=None, send=None), at=12.0, timing=False), policy)
-    assert new.last_activity_at == 12.0
-
-
-@pytest.mark.parametrize(
-    ("last", "now", "since", "expected"),
-    [
-        (None, 10.0, 9.0, True),  # never any activity, minimum reached
-        (None, 10.0, 9.8, False),  # minimum not reached yet
-        (8.5, 10.0, 5.0, False),  # activity 1.5 s ago, window 2 s
-        (8.0, 10.0, 5.0, True),  # exactly the window
-    ],
-)
-def test_quiet_needs_the_window_and_the_minimum(
-    last: float | None, now: float, since: float, expected: bool
-) -> None:
-    track = ActivityTrack(last_activity_at=last)
-    assert quiet(track, now=now, since=since, window_seconds=2.0, min_seconds=0.5) is expected
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""Pins phase quiesce: Envoy's inbound drain is asked for once, then a quiet window is awaited,
-counted from the last inbound data and never shorter than the minimum, until the deadline.
+"""Pins phase quiesce: Envoy's inbound drain is asked for once, then the rules of
+sidecar/model/lull.py are asked after each sample until they end it, or the deadline (`cap`).
+The rules themselves are pinned on traces in tests/model/test_lull.py.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import asyncio
 
 import pytest
 
+from sidecar.model.lull import QuietBounds
 from sidecar.model.report import Outcome
 from sidecar.shutdown.quiesce import quiesce
 from tests.shutdown.doubles import (
@@ -24,53 +26,68 @@ from tests.shutdown.doubles import (
 pytestmark = pytest.mark.looptime
 
 # Samples every 0.25 s from the phase's start, on the fake clock.
-WINDOW, MINIMUM = 2.0, 1.0
+WINDOW, MINIMUM, IDLE_HOLD = 2.0, 1.0, 5.0
 
 
-async def test_the_quiet_window_counts_from_the_last_inbound_request() -> None:
+def bounds(minimum: float = MINIMUM) -> QuietBounds:
+    return QuietBounds(0.2, WINDOW, minimum, IDLE_HOLD)
+
+
+async def test_too_few_arrivals_to_learn_from_wait_the_whole_window_after_the_last() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     traffic = ScriptedTraffic(
-        Exchange(APP_PORT, started + 0.3, started + 0.4, key=1),
-        Exchange(APP_PORT, started + 1.3, started + 1.4, key=2),  # kept alive afterwards
+        Exchange(APP_PORT, started + 0.3, started + 0.4, started + 0.6, key=1),
+        Exchange(APP_PORT, started + 1.3, started + 1.4, started + 1.6, key=2),
     )
     proxy = RecordingProxy()
     async with sampling(traffic) as monitor:
-        result = await quiesce(
-            monitor, proxy, deadline=started + 30, window_seconds=WINDOW, min_seconds=MINIMUM
-        )
+        result = await quiesce(monitor, proxy, deadline=started + 30, bounds=bounds())
     # 1.3 + 2 s = 3.3; the first sample after it is at 3.5.
     assert loop.time() == pytest.approx(started + 3.5)
     assert result.outcome is Outcome.OK
+    assert result.detail["ended_by"] == "lull"
+    assert result.detail["window_seconds"] == WINDOW
+    assert result.detail["ended_after_seconds"] == pytest.approx(3.5)
     assert result.detail["proxy_drain"] == "started"
     assert result.detail["last_activity_seconds_ago"] == pytest.approx(2.2)
-    assert (result.detail["established"], result.detail["idle"]) == (2, 2)
     assert proxy.calls == ["drain_inbound"]
 
 
-async def test_activity_before_the_phase_began_counts_towards_the_quiet_window() -> None:
+async def test_an_idle_keep_alive_connection_holds_quiesce_until_the_idle_hold() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    traffic = ScriptedTraffic(Exchange(APP_PORT, started - 1.5, started - 1.4))
+    traffic = ScriptedTraffic(Exchange(APP_PORT, started + 0.3, started + 0.4, key=1))
     async with sampling(traffic) as monitor:
-        result = await quiesce(
-            monitor, None, deadline=started + 30, window_seconds=WINDOW, min_seconds=0.25
-        )
-    assert loop.time() == pytest.approx(started + 0.5)
+        result = await quiesce(monitor, None, deadline=started + 30, bounds=bounds())
+    assert loop.time() == pytest.approx(started + IDLE_HOLD)
     assert result.outcome is Outcome.OK
-    assert result.detail["last_activity_seconds_ago"] == pytest.approx(2.0)
+    assert result.detail["ended_by"] == "idle_hold"
+    assert (result.detail["established"], result.detail["idle"]) == (1, 1)
+
+
+async def test_a_caller_closing_its_idle_connection_ends_quiesce_at_the_next_sample() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # Kept alive since before the phase, closed by the caller (its pool dropped the pod).
+    traffic = ScriptedTraffic(Exchange(APP_PORT, started - 30, started - 29.9, started + 2.1))
+    async with sampling(traffic) as monitor:
+        result = await quiesce(monitor, None, deadline=started + 30, bounds=bounds(0.25))
+    assert loop.time() == pytest.approx(started + 2.25)
+    assert result.outcome is Outcome.OK
+    assert result.detail["ended_by"] == "peers_closed"
+    assert result.detail["last_activity_seconds_ago"] == pytest.approx(32.25)
 
 
 async def test_the_minimum_holds_even_when_traffic_stopped_long_ago() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    traffic = ScriptedTraffic(Exchange(APP_PORT, started - 60, started - 59))
+    traffic = ScriptedTraffic(Exchange(APP_PORT, started - 60, started - 59, started + 0.1))
     async with sampling(traffic) as monitor:
-        result = await quiesce(
-            monitor, None, deadline=started + 30, window_seconds=WINDOW, min_seconds=1.5
-        )
+        result = await quiesce(monitor, None, deadline=started + 30, bounds=bounds(1.5))
     assert loop.time() == pytest.approx(started + 1.5)
     assert result.outcome is Outcome.OK
+    assert result.detail["ended_by"] == "minimum"
     assert result.detail["last_activity_seconds_ago"] == pytest.approx(61.5)
 
 
@@ -78,11 +95,10 @@ async def test_no_traffic_at_all_is_quiet_once_the_minimum_has_passed() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     async with sampling(ScriptedTraffic()) as monitor:
-        result = await quiesce(
-            monitor, None, deadline=started + 30, window_seconds=WINDOW, min_seconds=MINIMUM
-        )
+        result = await quiesce(monitor, None, deadline=started + 30, bounds=bounds())
     assert loop.time() == pytest.approx(started + MINIMUM)
     assert result.outcome is Outcome.OK
+    assert result.detail["ended_by"] == "no_traffic"
     assert "last_activity_seconds_ago" not in result.detail
     assert "proxy_drain" not in result.detail
     assert result.detail["established"] == 0
@@ -93,12 +109,11 @@ async def test_without_tcp_timing_a_new_connection_is_dated_at_the_sample_that_s
     started = loop.time()
     traffic = ScriptedTraffic(Exchange(APP_PORT, started + 1.1), has_timing=False)
     async with sampling(traffic) as monitor:
-        result = await quiesce(
-            monitor, None, deadline=started + 30, window_seconds=WINDOW, min_seconds=1.5
-        )
+        result = await quiesce(monitor, None, deadline=started + 30, bounds=bounds(1.5))
     # First seen by the sample at 1.25; quiet 2 s later, though the connection stays open.
     assert loop.time() == pytest.approx(started + 3.25)
     assert result.outcome is Outcome.OK
+    assert (result.detail["ended_by"], result.detail["window_seconds"]) == ("lull", WINDOW)
     assert result.detail["last_activity_seconds_ago"] == pytest.approx(2.0)
 
 
@@ -107,26 +122,25 @@ async def test_a_failing_proxy_drain_is_reported_degraded_and_the_wait_goes_on()
     started = loop.time()
     proxy = RecordingProxy(failing={"drain_inbound"})
     async with sampling(ScriptedTraffic()) as monitor:
-        result = await quiesce(
-            monitor, proxy, deadline=started + 30, window_seconds=WINDOW, min_seconds=MINIMUM
-        )
+        result = await quiesce(monitor, proxy, deadline=started + 30, bounds=bounds())
     assert loop.time() == pytest.approx(started + MINIMUM)
     assert result.outcome is Outcome.DEGRADED
     assert result.detail["proxy_drain"] == "failed: drain_inbound: connection refused"
     assert proxy.calls == ["drain_inbound"]
 
 
-async def test_traffic_that_never_stops_times_out_at_the_deadline() -> None:
+async def test_traffic_that_never_stops_ends_at_the_cap_timed_out() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + 3.1
     proxy = RecordingProxy()
     async with sampling(StuckTraffic()) as monitor:
-        result = await quiesce(
-            monitor, proxy, deadline=deadline, window_seconds=WINDOW, min_seconds=MINIMUM
-        )
+        result = await quiesce(monitor, proxy, deadline=deadline, bounds=bounds())
     assert loop.time() == pytest.approx(deadline)
     assert result.outcome is Outcome.TIMED_OUT
+    assert result.detail["ended_by"] == "cap"
+    assert result.detail["ended_after_seconds"] == pytest.approx(3.1)
+    assert str(result.detail["waiting_on"]).startswith("a lull of")
     # The last sample, at 3.0, saw a request arrive.
     assert result.detail["last_activity_seconds_ago"] == pytest.approx(0.1)
     assert result.detail["in_flight"] == 1
@@ -138,12 +152,17 @@ async def test_a_sampler_that_never_answers_times_out_at_the_deadline_with_no_sa
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 2
     async with sampling(HangingSampler()) as monitor:
-        result = await quiesce(
-            monitor, None, deadline=deadline, window_seconds=WINDOW, min_seconds=MINIMUM
-        )
+        result = await quiesce(monitor, None, deadline=deadline, bounds=bounds())
     assert loop.time() == pytest.approx(deadline)
     assert result.outcome is Outcome.TIMED_OUT
-    assert result.detail == {"samples": 0, "sample_errors": 0}
+    assert result.detail == {
+        "ended_by": "cap",
+        "ended_after_seconds": 2.0,
+        "window_seconds": WINDOW,
+        "waiting_on": "the first sample",
+        "samples": 0,
+        "sample_errors": 0,
+    }
 
 
 async def test_a_proxy_that_never_answers_the_drain_does_not_keep_the_phase_past_the_deadline() -> (
@@ -152,9 +171,7 @@ async def test_a_proxy_that_never_answers_the_drain_does_not_keep_the_phase_past
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 3
     async with sampling(ScriptedTraffic()) as monitor:
-        quiet = quiesce(
-            monitor, HangingProxy(), deadline=deadline, window_seconds=WINDOW, min_seconds=MINIMUM
-        )
+        quiet = quiesce(monitor, HangingProxy(), deadline=deadline, bounds=bounds())
         result = await asyncio.wait_for(quiet, 5)
     assert loop.time() == pytest.approx(deadline)
     assert result.detail["proxy_drain"] == "failed: no answer by the deadline"
