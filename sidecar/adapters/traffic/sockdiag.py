@@ -1,48 +1,51 @@
 """TCP sockets with tcp_info through raw netlink sock_diag, filtered by port in the kernel.
 
-This is what `ss -ti` reads. It needs no package and no capability, and with the port filter
-compiled to inet_diag bytecode the kernel sends only the sockets we watch, which keeps a sample
-cheap when the pod holds tens of thousands of sockets (docs/benchmarks.md).
+This is what `ss -ti` reads. It needs no package and no capability. The request asks for what a
+sample uses and no more: the three states the model reads (ESTABLISHED, CLOSE_WAIT, LISTEN),
+one extension (INET_DIAG_INFO, for tcp_info), and the watched ports as inet_diag bytecode, so
+the kernel sends only the sockets we watch. The replies are parsed a run of equal messages at a
+time (`inetdiag`), which keeps a sample close to the cost of the dump itself when the pod holds
+tens of thousands of sockets (docs/benchmarks.md).
+
+Request layouts: `struct inet_diag_req_v2` and the bytecode ops in
+https://github.com/torvalds/linux/blob/master/include/uapi/linux/inet_diag.h ; the bytecode's
+jump rules in `inet_diag_bc_run` in https://github.com/torvalds/linux/blob/master/net/ipv4/inet_diag.c
 """
 
 from __future__ import annotations
 
-import errno
 import socket
 import struct
 from typing import TYPE_CHECKING
 
+from sidecar.adapters.traffic.inetdiag import (
+    INET_DIAG_INFO,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSGHDR,
+    SOCK_DIAG_BY_FAMILY,
+    Dump,
+    DumpParser,
+)
 from sidecar.errors import AdapterError
 from sidecar.model.traffic import Connection, TcpState
+
+__all__ = ["NLMSGHDR", "NLMSG_DONE", "SockDiag", "dump_request", "port_filter"]
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST = 0x1
 NLM_F_DUMP = 0x300
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
 INET_DIAG_REQ_BYTECODE = 1
-INET_DIAG_INFO = 2
 INET_DIAG_BC_S_EQ = 11
 _BC_OP = struct.Struct("=BBH")
 
-NLMSGHDR = struct.Struct("=IHHII")
 _REQ = struct.Struct("=BBBxI48x")  # inet_diag_req_v2 with an all-zero inet_diag_sockid
 _RTATTR = struct.Struct("=HH")
-# inet_diag_msg: family, state, (timer, retrans), sport, dport (both big-endian), src, dst,
-# (if), cookie, (expires), rqueue, wqueue, (uid), inode.
-_MSG = struct.Struct("=BB2xHH16s16s4xQ4xII4xI")
-# tcp_info (include/uapi/linux/tcp.h): tcpi_last_data_sent at byte 44, tcpi_last_data_recv at 52,
-# tcpi_bytes_acked at 120 and tcpi_bytes_received at 128 (both since Linux 4.1).
-_TCP_TIMES = struct.Struct("=44xI4xI")
-_TCP_INFO = struct.Struct("=44xI4xI64xQQ")
-_NLERR = struct.Struct("=i")
 
 _STATES = (1 << TcpState.ESTABLISHED) | (1 << TcpState.CLOSE_WAIT) | (1 << TcpState.LISTEN)
-_MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
 
 
 def port_filter(ports: Iterable[int]) -> bytes:
@@ -74,15 +77,25 @@ def dump_request(family: int, ports: frozenset[int], *, kernel_filter: bool) -> 
     return header + body
 
 
+#: The receive buffer: datagrams are appended until less than _ROOM is left, then parsed as
+#: one chunk, so the per-chunk set-up is paid once for about thirty datagrams. A dump datagram
+#: is at most 32 KiB (netlink caps its dump buffers there, `netlink_recvmsg` in
+#: https://github.com/torvalds/linux/blob/master/net/netlink/af_netlink.c ).
+CHUNK = 1 << 20
+_ROOM = 64 << 10
+#: NLMSG_DONE without extended ack (never asked for): the header and the dump's result.
+_DONE_SIZE = NLMSGHDR.size + 4
+
+
 class SockDiag:
     """One netlink socket, reused across samples; blocking, so call it from a worker thread."""
 
     def __init__(self) -> None:
         self._sock: socket.socket | None = None
         self._kernel_filter = True
-        self._peers: dict[bytes, str] = {}
-        # One receive buffer for every sample; the kernel fills datagrams up to its size.
-        self._buffer = bytearray(1 << 20)
+        self._parser = DumpParser()
+        # Untouched pages of a fresh bytearray are not resident: a small dump costs little RSS.
+        self._buffer = bytearray(CHUNK)
 
     def close(self) -> None:
         """Release the netlink socket."""
@@ -95,15 +108,14 @@ class SockDiag:
         listening: set[int] = set()
         connections: list[Connection] = []
         for family in (socket.AF_INET, socket.AF_INET6):
+            dump = Dump(family, ports, self._kernel_filter, listening, connections)
             try:
-                self._dump(family, ports, listening, connections)
+                self._dump(dump)
             except AdapterError as e:
                 if not self._kernel_filter or "EINVAL" not in str(e):
                     raise
                 # An old kernel without S_EQ rejects the bytecode: filter here instead.
                 self._kernel_filter = False
-                listening.clear()
-                connections.clear()
                 return self.read(ports)
         return frozenset(listening), tuple(connections)
 
@@ -115,99 +127,49 @@ class SockDiag:
                 raise AdapterError(f"netlink sock_diag is not available: {e.strerror}") from e
         return self._sock
 
-    def _peer(self, family: int, raw: bytes) -> str:
-        text = self._peers.get(raw)
-        if text is None:
-            if family == socket.AF_INET or raw.startswith(_MAPPED_PREFIX):
-                text = socket.inet_ntop(
-                    socket.AF_INET, raw[12:16] if family != socket.AF_INET else raw[:4]
-                )
-            else:
-                text = socket.inet_ntop(socket.AF_INET6, raw)
-            if len(self._peers) > 4096:
-                self._peers.clear()
-            self._peers[raw] = text
-        return text
-
-    def _dump(
-        self, family: int, ports: frozenset[int], listening: set[int], out: list[Connection]
-    ) -> None:
+    def _dump(self, dump: Dump) -> None:
         sock = self._socket()
+        view = memoryview(self._buffer)
         try:
-            sock.send(dump_request(family, ports, kernel_filter=self._kernel_filter))
-            view = memoryview(self._buffer)
-            while True:
-                size = sock.recv_into(self._buffer)
-                if self._messages(view[:size], ports, listening, out):
-                    return
+            sock.send(dump_request(dump.family, dump.ports, kernel_filter=self._kernel_filter))
+            self._receive(sock, view, dump)
         except OSError as e:
             self.close()
             raise AdapterError(f"sock_diag dump failed: {e.strerror}") from e
         except AdapterError:
             self.close()
             raise
+        finally:
+            view.release()
 
-    def _messages(
-        self, data: memoryview, ports: frozenset[int], listening: set[int], out: list[Connection]
-    ) -> bool:
-        """Parse one datagram of the dump; True once the kernel says it is done."""
-        offset = 0
-        while offset + NLMSGHDR.size <= len(data):
-            length, kind = NLMSGHDR.unpack_from(data, offset)[:2]
-            if length < NLMSGHDR.size:
-                raise AdapterError(f"sock_diag sent a malformed message (length {length})")
-            if kind == NLMSG_DONE:
-                return True
-            if kind == NLMSG_ERROR:
-                code = -_NLERR.unpack_from(data, offset + NLMSGHDR.size)[0]
-                raise AdapterError(
-                    f"sock_diag refused the request: {errno.errorcode.get(code, code)}"
-                )
-            body = offset + NLMSGHDR.size
-            fam, state, sport, dport, _, dst, cookie, rqueue, wqueue, _ = _MSG.unpack_from(
-                data, body
-            )
-            port = socket.ntohs(sport)
-            if port in ports:
-                if state == TcpState.LISTEN:
-                    listening.add(port)
-                else:
-                    info = _tcp_info(data, body + _MSG.size, offset + length)
-                    peer = self._peer(fam, dst)
-                    out.append(
-                        Connection(
-                            port, peer, socket.ntohs(dport), state, cookie, rqueue, wqueue, *info
-                        )
-                    )
-            offset += (length + 3) & ~3
+    def _receive(self, sock: socket.socket, view: memoryview, dump: Dump) -> None:
+        filled = 0
+        while True:
+            # MSG_TRUNC: the datagram's real size, so one too big is an error, not a cut.
+            size = sock.recv_into(view[filled:], 0, socket.MSG_TRUNC)
+            done = _last_datagram(view, filled, size)
+            filled += size
+            if done or len(view) - filled < _ROOM:
+                if self._parser.parse(view[:filled], dump):
+                    return
+                if done:
+                    raise AdapterError("sock_diag dump ended without NLMSG_DONE")
+                filled = 0
+
+
+def _last_datagram(view: memoryview, start: int, size: int) -> bool:
+    """Whether this datagram ends the dump: an error reply, or NLMSG_DONE last in it.
+
+    Only the first and the last 20 bytes are looked at; the parser then checks that the
+    messages really end there.
+    """
+    if size < NLMSGHDR.size:
+        raise AdapterError(f"sock_diag sent a datagram of {size} bytes, shorter than a header")
+    if size > len(view) - start:
+        raise AdapterError(f"sock_diag sent a datagram of {size} bytes, larger than the buffer")
+    if NLMSGHDR.unpack_from(view, start)[1] in (NLMSG_DONE, NLMSG_ERROR):
+        return True
+    if size < _DONE_SIZE:
         return False
-
-
-_NO_INFO: tuple[None, None, None, None] = (None, None, None, None)
-
-
-def _tcp_info(
-    data: memoryview, attr: int, end: int
-) -> tuple[int | None, int | None, int | None, int | None]:
-    """(last receive ms, last send ms, bytes acked, bytes received) from INET_DIAG_INFO."""
-    # Fast path: the kernel puts INET_DIAG_INFO first when it is the only extension asked for.
-    if attr + _RTATTR.size + _TCP_INFO.size <= end:
-        attr_len, attr_type = _RTATTR.unpack_from(data, attr)
-        if attr_type == INET_DIAG_INFO and attr_len - _RTATTR.size >= _TCP_INFO.size:
-            sent, recv, acked, received = _TCP_INFO.unpack_from(data, attr + _RTATTR.size)
-            return recv, sent, acked, received
-    while attr + _RTATTR.size <= end:
-        attr_len, attr_type = _RTATTR.unpack_from(data, attr)
-        if attr_len < _RTATTR.size:
-            break
-        if attr_type == INET_DIAG_INFO:
-            size = attr_len - _RTATTR.size
-            if size >= _TCP_INFO.size:
-                sent, recv, acked, received = _TCP_INFO.unpack_from(data, attr + _RTATTR.size)
-                return recv, sent, acked, received
-            if size >= _TCP_TIMES.size:
-                sent, recv = _TCP_TIMES.unpack_from(data, attr + _RTATTR.size)
-                return recv, sent, None, None
-            break
-        attr += (attr_len + 3) & ~3
-    return _NO_INFO
+    length, kind = NLMSGHDR.unpack_from(view, start + size - _DONE_SIZE)[:2]
+    return bool(length == _DONE_SIZE and kind == NLMSG_DONE)
