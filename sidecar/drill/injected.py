@@ -1,12 +1,12 @@
 """The coordinated pod as the injector makes it, and what the kubelet runs from it.
 
 The drill writes the deleted pod as a plain Pod (the app with its port, the Envoy proxy with
-its own), with its tuning as annotations; `plan_patch` injects it, as the webhook and
-`shutdown-coordinator inject` do; the patch is applied as the API server applies it. From the
-injected pod, the drill then plays the kubelet: it runs the agent container's command with its
-environment (the downward API's values are what the drill knows of the pod), fills its volumes
-(the token Secret, the settings annotation and the labels), and calls each container's preStop
-`httpGet` as written (path, port, headers) at the pod IP.
+its own), without tuning: the agent runs with its defaults. `plan_patch` injects it, as the
+webhook and `shutdown-coordinator inject` do; the patch is applied as the API server applies
+it. From the injected pod, the drill then plays the kubelet: it runs the agent container's
+command with its environment (the downward API's values are what the drill knows of the pod),
+fills its volumes (the token Secret, the settings annotation and the labels), and calls each
+container's preStop `httpGet` as written (path, port, headers) at the pod IP.
 
 The drill's processes share the machine's file system, so some things differ from a pod, each
 written down here: the volumes live in the scenario's folder, so the paths in the command and
@@ -49,13 +49,15 @@ APP_IMAGE = "drill/app:local"
 PROXY_IMAGE = "envoyproxy/envoy:local"
 
 
-def tuning(params: DrillParams) -> dict[str, str]:
-    """The agent's tuning for the drill, as annotations (after the prefix); the header shows it."""
-    return {
-        "quiet-window-seconds": f"{params.quiet_window_seconds:g}",
-        "quiesce-min-seconds": "0.5",
-        "traffic.sample-interval-seconds": "0.1",
-    }
+def annotations_set(pod: dict[str, Any]) -> dict[str, str]:
+    """What the drill set by annotation on its plain pod (after the prefix); the header shows it.
+
+    No tuning: the agent runs with the defaults users get. Only what a shared machine forces
+    (each pod's Envoy admin and pilot-agent ports, on loopback) is set.
+    """
+    prefix = InjectionTemplate().annotation_prefix + "/"
+    annotations: dict[str, str] = pod["metadata"].get("annotations", {})
+    return {k.removeprefix(prefix): v for k, v in annotations.items() if k.startswith(prefix)}
 
 
 def template(port: int, params: DrillParams) -> InjectionTemplate:
@@ -80,13 +82,13 @@ class PlainPod:
 
 
 def plain_pod(pod: PlainPod, params: DrillParams) -> dict[str, Any]:
-    """The deleted pod as a user writes it: the app and its Envoy, the tuning as annotations.
+    """The deleted pod as a user writes it: the app and its Envoy, no tuning.
 
     With `--native` the proxy is a native sidecar (an init container that always restarts),
     as Istio injects it in that mode.
     """
     prefix = InjectionTemplate().annotation_prefix
-    annotations = {f"{prefix}/{key}": value for key, value in tuning(params).items()}
+    annotations: dict[str, str] = {}
     if not pod.own_netns:
         annotations[f"{prefix}/envoy.admin-url"] = f"http://127.0.0.1:{pod.admin_port}"
         annotations[f"{prefix}/envoy.pilot-agent-url"] = f"http://127.0.0.1:{pod.pilot_port}"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import argparse
 
-from sidecar.drill.injected import tuning
+from sidecar.drill.injected import annotations_set
 from sidecar.drill.network import NetworkError, NetworkPlan
 from sidecar.drill.params import DrillParams, Recipe, params_from
 from sidecar.drill.report import document, table, timeline_svg
@@ -62,6 +62,19 @@ def run(args: argparse.Namespace) -> str:
     networks = sorted({result.network for result in results})
     shown += f"\nnetwork: {'; '.join(networks)}"
     if "coordinated" in recipes:
-        tuned = ", ".join(f"{key} {value}" for key, value in tuning(params).items())
-        shown += f"\ncoordinated: injected by plan_patch, tuned by annotation: {tuned}"
+        shown += f"\ncoordinated: injected by plan_patch; {_tuning(results)}"
     return f"{shown}\n\n{table(results, params)}\n\ntimeline: {args.picture}"
+
+
+def _tuning(results: list[ScenarioResult]) -> str:
+    """What the drill set on the coordinated pod beyond the plain pod: nothing that tunes it."""
+    keys = {
+        key
+        for result in results
+        if result.injected is not None
+        for key in annotations_set(result.injected.plain)
+    }
+    shown = "the agent runs with its default settings (no tuning annotation)"
+    if keys:
+        shown += f"; annotations set: {', '.join(sorted(keys))} (each pod's ports on loopback)"
+    return shown

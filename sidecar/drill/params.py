@@ -52,8 +52,6 @@ class DrillParams:
     native: bool = False
     #: How long the EndpointSlice controller takes to mark the deleted pod not ready (D10).
     controller_delay_seconds: float = 0.0
-    #: The agent's quiet window: no inbound data for this long before the app's release.
-    quiet_window_seconds: float = 1.0
     #: A client pinned on one keep-alive connection to the deleted pod sends this often, as a
     #: caller through a ClusterIP does; it moves only when told `Connection: close` (0: none).
     pinned_interval_seconds: float = 0.0

@@ -15,15 +15,16 @@ from sidecar.drill.injected import (
     PROXY,
     DrillPodError,
     PlainPod,
+    annotations_set,
     inject,
     launch,
     plain_pod,
     template,
-    tuning,
 )
 from sidecar.drill.params import DrillParams
 from sidecar.model.injection import plan_patch
 from sidecar.settings import TOKEN_HEADER, load
+from sidecar.settings.schema import PhaseSettings, TrafficSettings
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 IP = "127.0.0.10"
@@ -95,15 +96,16 @@ def test_the_agent_runs_the_injected_command_env_and_settings(tmp_path: Path) ->
     assert written["server"].pop("token_file") != annotation["server"].pop("token_file")
     assert written["pod"].pop("labels_file") != annotation["pod"].pop("labels_file")
     assert written == annotation
-    # And the agent reads it as the drill means: the token from the Secret, the tuning.
+    # And the agent reads it as the drill means: the token from the Secret, no tuning.
     settings = load(str(agent.settings_path), agent.env)
     assert settings.server.token == TOKEN
     assert settings.server.port == 15120
     assert settings.pod.labels == {"app": "web"}
     assert settings.pod.ips == (IP,)
     assert settings.budget.grace_seconds == 20
-    assert settings.phases.quiet_window_seconds == float(tuning(PARAMS)["quiet-window-seconds"])
-    assert settings.traffic.sample_interval_seconds == 0.1
+    # No tuning: the phases and the sampler are the defaults users get.
+    assert settings.phases == PhaseSettings()
+    assert settings.traffic == TrafficSettings()
     assert settings.envoy.admin_url == "http://127.0.0.1:9901"
     assert settings.envoy.pilot_agent_url == "http://127.0.0.1:9902"
     assert [(c.name, c.role, c.ports) for c in settings.containers] == [
@@ -125,3 +127,10 @@ def test_a_pod_plan_patch_refuses_stops_the_drill() -> None:
     plain["spec"]["hostNetwork"] = True
     with pytest.raises(DrillPodError, match="hostNetwork"):
         inject(plain, template(15120, PARAMS), TOKEN)
+
+
+def test_the_plain_pod_tunes_nothing_and_moves_ports_only_on_shared_loopback() -> None:
+    on_loopback = annotations_set(plain_pod(KNOWN, PARAMS))
+    assert sorted(on_loopback) == ["envoy.admin-url", "envoy.pilot-agent-url"]
+    own = dataclasses.replace(KNOWN, own_netns=True)
+    assert annotations_set(plain_pod(own, PARAMS)) == {}
