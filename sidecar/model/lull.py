@@ -214,6 +214,9 @@ def _departure(stream: Stream, pod: Stream, now: float) -> Stream:
 def departed(stream: Stream, pod: Stream) -> bool:
     """The peer closed its idle connections, none is left open, and nothing arrived since.
 
+    The pod's proxy closes a connection only after answering on it (EV3); a caller's Envoy
+    closes its idle ones when the pod's removal reaches it (EV12).
+
     "Nothing" is pod-wide: a request on a connection opened and closed between two samples is
     still seen on the proxy's own connection to the app, and refutes the departure.
     """
