@@ -9,14 +9,16 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 from sidecar.errors import ConfigError
 from sidecar.model.injection import plan_patch
 from sidecar.model.injection_checks import shape_problem
+from sidecar.model.injection_settings import template_from
 from sidecar.settings import ServerSettings, yamlfile
 from sidecar.settings.constraints import clip
-from sidecar.settings.injection import InjectionTemplate
 from sidecar.settings.reader import INVALID, Reader
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Iterator
+
+    from sidecar.settings.injection import InjectionTemplate
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -203,9 +205,7 @@ def _template(args: argparse.Namespace) -> InjectionTemplate:
         data = yamlfile.parse(text, f"template {clip(repr(args.template), 200)}") or {}
     if isinstance(data, dict):
         data = {**data, **{k: getattr(args, k) for k in ("image", "mode") if getattr(args, k)}}
-    reader = Reader({})
-    template = reader.read(InjectionTemplate, data, "")
-    if template is INVALID or reader.errors:  # an invalid optional key falls back: still an error
-        raise BadInputError("invalid template: " + "; ".join(reader.errors.values()))
-    result: InjectionTemplate = template
-    return result
+    try:
+        return template_from(data)
+    except ConfigError as e:
+        raise BadInputError(str(e)) from None

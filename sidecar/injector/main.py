@@ -29,15 +29,16 @@ from sidecar.injector.namespaces import (
 from sidecar.injector.server import Webhook
 from sidecar.injector.tls import CertificateError, ServingCertificate
 from sidecar.model.injection import Injection, plan_patch
+from sidecar.model.injection_settings import template_from
 from sidecar.settings import yamlfile
 from sidecar.settings.constraints import clip
-from sidecar.settings.injection import InjectionTemplate
-from sidecar.settings.reader import INVALID, Reader
 from sidecar.settings.schema import KubernetesSettings
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Awaitable, Callable, Mapping
+
+    from sidecar.settings.injection import InjectionTemplate
 
 log = structlog.get_logger(__name__)
 
@@ -235,12 +236,7 @@ def read_template(path: str | None) -> InjectionTemplate:
         except ValueError as e:
             raise ConfigError(f"{source}: {e}") from None
         data = yamlfile.parse(text, source) or {}
-    reader = Reader({})
-    template = reader.read(InjectionTemplate, data, "")
-    if template is INVALID or reader.errors:
-        raise ConfigError("invalid template: " + "; ".join(reader.errors.values()))
-    result: InjectionTemplate = template
-    return result
+    return template_from(data)
 
 
 def read_token(path: str | None) -> str | None:

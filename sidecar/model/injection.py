@@ -91,7 +91,10 @@ def plan_patch(
         _app(plan, index, containers[index], kept)
     if not plan.containers:
         return Injection(warnings=plan.warnings, refused="no app container left to coordinate")
+    # The template's agent settings first: what injection derives from the pod goes on top.
+    shared: dict[str, Any] = json.loads(json.dumps(template.agent_settings))
     settings: dict[str, Any] = {
+        **shared,
         "containers": plan.containers,
         "server": {"port": template.port, "mode": mode, "token_file": parts.TOKEN_PATH},
         "pod": {"labels_file": parts.LABELS_PATH},
@@ -100,12 +103,14 @@ def plan_patch(
     proxy_index, proxy_native = checks.find_proxy(containers, inits, template)
     if proxy_index is not None:
         _proxy(plan, proxy_index, proxy_native, (inits if proxy_native else containers))
+        # Istio's admin ports, unless the template names its own proxy's (a plain Envoy).
         settings["envoy"] = {
             "admin_url": parts.ENVOY_ADMIN_URL,
             "pilot_agent_url": parts.PILOT_AGENT_URL,
+            **shared.get("envoy", {}),
         }
     if plan.offline:
-        settings["offline_calls"] = plan.offline
+        settings["offline_calls"] = [*shared.get("offline_calls", []), *plan.offline]
     settings, tuning = tuned(annotations, prefix, settings, OWN_KEYS)
     plan.warnings.extend(tuning)
     try:

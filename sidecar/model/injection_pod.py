@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sidecar.settings.injection import PODINFO_DIR, TOKEN_DIR
 from sidecar.settings.schema import TOKEN_HEADER
 
 if TYPE_CHECKING:
@@ -12,11 +13,9 @@ if TYPE_CHECKING:
     from sidecar.settings.injection import InjectionTemplate
 
 #: Where the agent finds its settings and the pod's labels (a downward-API volume).
-PODINFO_DIR = "/etc/shutdown-coordinator"
 SETTINGS_PATH = f"{PODINFO_DIR}/settings.yaml"
 LABELS_PATH = f"{PODINFO_DIR}/labels"
 #: Where the token Secret is mounted.
-TOKEN_DIR = "/var/run/shutdown-coordinator"  # noqa: S105 - a path, not a secret
 TOKEN_PATH = f"{TOKEN_DIR}/token"
 #: Envoy's inbound capture port (Istio sidecar mode) and the admin APIs the agent drives.
 ISTIO_INBOUND_PORT = 15006
@@ -38,10 +37,22 @@ def volume_names(template: InjectionTemplate) -> tuple[str, str]:
     return f"{template.container_name}-token", f"{template.container_name}-podinfo"
 
 
+def secret_volumes(template: InjectionTemplate) -> list[tuple[str, str, str]]:
+    """(volume name, Secret name, directory) of each of the template's extra Secrets."""
+    return [
+        (f"{template.container_name[:48]}-secret-{index}", name, path)
+        for index, (name, path) in enumerate(template.secret_mounts.items())
+    ]
+
+
 def volumes(template: InjectionTemplate) -> list[dict[str, Any]]:
-    """The token Secret (readable by the agent's non-root user) and the pod-info files."""
+    """The token Secret (readable by the agent's non-root user), the pod-info files, extras."""
     token, podinfo = volume_names(template)
     settings_field = f"metadata.annotations['{template.annotation_prefix}/settings']"
+    extras = [
+        {"name": volume, "secret": {"secretName": name, "defaultMode": 0o444, "optional": True}}
+        for volume, name, _ in secret_volumes(template)
+    ]
     return [
         {
             "name": token,
@@ -60,6 +71,7 @@ def volumes(template: InjectionTemplate) -> list[dict[str, Any]]:
                 ]
             },
         },
+        *extras,
     ]
 
 
@@ -113,6 +125,10 @@ def agent_container(template: InjectionTemplate, *, native: bool, grace: int) ->
         "volumeMounts": [
             {"name": token, "mountPath": TOKEN_DIR, "readOnly": True},
             {"name": podinfo, "mountPath": PODINFO_DIR, "readOnly": True},
+            *(
+                {"name": volume, "mountPath": path, "readOnly": True}
+                for volume, _, path in secret_volumes(template)
+            ),
         ],
     }
     if native:

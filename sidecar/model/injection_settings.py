@@ -11,7 +11,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 from sidecar.errors import ConfigError
 from sidecar.settings import Settings, from_mapping
 from sidecar.settings.constraints import clip
-from sidecar.settings.reader import parse_text
+from sidecar.settings.injection import InjectionTemplate
+from sidecar.settings.reader import INVALID, Reader, parse_text
 
 if typing.TYPE_CHECKING:
     from collections.abc import Mapping
@@ -109,6 +110,35 @@ def tuned(
             continue
         settings = candidate
     return settings, warnings
+
+
+#: What injection derives from each pod; a template's agent settings may not set it.
+PER_POD_GROUPS = ("containers", "release_order", "pod", "server")
+
+
+def template_from(data: object) -> InjectionTemplate:
+    """A parsed template file read by the schema; ConfigError lists every bad key."""
+    reader = Reader({})
+    template = reader.read(InjectionTemplate, data, "")
+    if template is INVALID or reader.errors:  # an invalid optional key falls back: still an error
+        raise ConfigError("invalid template: " + "; ".join(reader.errors.values()))
+    problem = template_settings_problem(template.agent_settings)
+    if problem:
+        raise ConfigError(f"invalid template: {problem}")
+    result: InjectionTemplate = template
+    return result
+
+
+def template_settings_problem(agent_settings: Mapping[str, object]) -> str:
+    """Why a template's `agent_settings` cannot be given to every pod, or empty."""
+    for group in PER_POD_GROUPS:
+        if group in agent_settings:
+            return (
+                f"agent_settings.{group}: injection sets it for each pod "
+                "(annotations tune server keys)"
+            )
+    problem = problem_of({"containers": [{"name": "app"}], **agent_settings})
+    return f"agent_settings.{problem}" if problem else ""
 
 
 def problem_of(settings: dict[str, Any]) -> str:

@@ -21,6 +21,31 @@ ANNOTATION_PREFIX = Rule(
 _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?)?$")
 #: A Kubernetes quantity such as 20m, 64Mi; empty means not set.
 QUANTITY = Rule("a quantity such as 20m or 64Mi, or empty", lambda v: bool(_QUANTITY.match(v)))
+#: Where injection mounts the token Secret and the pod-info files in the agent's container.
+TOKEN_DIR = "/var/run/shutdown-coordinator"  # noqa: S105 - a path, not a secret
+PODINFO_DIR = "/etc/shutdown-coordinator"
+
+
+def _mounts_ok(mounts: dict[str, str]) -> bool:
+    own = (TOKEN_DIR, PODINFO_DIR)
+    return all(
+        len(name) <= 253
+        and bool(_PREFIX.match(name))
+        and path.startswith("/")
+        and ".." not in path.split("/")
+        and not any(
+            path == d or path.startswith(d + "/") or d.startswith(path.rstrip("/") + "/")
+            for d in own
+        )
+        for name, path in mounts.items()
+    )
+
+
+#: Secret name -> absolute directory in the agent, away from the agent's own mounts.
+SECRET_MOUNTS = Rule(
+    f"Secret names mapped to absolute directories outside {TOKEN_DIR} and {PODINFO_DIR}",
+    _mounts_ok,
+)
 #: Non-root: the image's user.
 NON_ROOT = Rule("a user id other than 0", lambda v: 0 < v < 2**31)
 
@@ -60,3 +85,9 @@ class InjectionTemplate:
     resources: InjectionResources = field(default_factory=InjectionResources)
     #: The mesh proxy's container name (Istio's).
     proxy_container: Annotated[str, DNS_LABEL] = "istio-proxy"
+    #: Agent settings every injected pod gets (registries, cleanup, envoy URLs, phases...),
+    #: under what each pod's annotations tune; checked by the agent's schema when read.
+    agent_settings: dict[str, object] = field(default_factory=dict)
+    #: Secrets mounted read-only into the agent (registry credentials' `*_file` paths), by
+    #: name -> directory. Optional volumes: a namespace without the Secret still runs its pods.
+    secret_mounts: Annotated[dict[str, str], SECRET_MOUNTS] = field(default_factory=dict)

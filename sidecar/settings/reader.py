@@ -266,7 +266,11 @@ class Reader:
         items = [self.read(element, v, f"{key}[{i}]") for i, v in enumerate(value)]
         return INVALID if any(i is INVALID for i in items) else tuple(items)
 
-    def _dict(self, _hint: Any, value: Any, key: str) -> Any:
+    def _dict(self, hint: Any, value: Any, key: str) -> Any:
+        if get_args(hint)[1] is object:  # settings of another schema, checked by its reader
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                return self.expected(key, "a mapping", value)
+            return dict(value)
         if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
