@@ -28,9 +28,14 @@ StreamKey = tuple[str, int]
 #: client's period jitters by a few per cent, and a sample dates arrivals to the millisecond.
 MARGIN_RATIO = 0.1
 MARGIN_SECONDS = 0.05
-#: A learned window is trusted only once the stream was watched this many windows long (or
-#: for the bound): a rhythm seen less than twice is not a rhythm.
-HISTORY_FACTOR = 2.0
+#: Random (Poisson-like) arrivals at rate r leave a gap longer than w with probability
+#: exp(-r * w), and the largest of a few gaps says little about that tail: the window is also at
+#: least ln(1000) / r, so such a lull comes once in a thousand gaps.
+RATE_FACTOR = 6.9
+#: A learned window is trusted only once the stream was watched at least this many windows
+#: long: a rhythm not seen in full yet is not a rhythm. The gap from the last arrival before
+#: the sampler started to the first one after is measured, so a pause just before is not missed.
+HISTORY_FACTOR = 1.0
 #: Fewer gaps than this teach nothing: the window stays at its bound.
 MIN_GAPS = 3
 #: A connection's arrival moved by less than this is the same arrival dated by a later sample
@@ -232,9 +237,13 @@ def learned_window(stream: Stream, bounds: QuietBounds, *, has_timing: bool = Tr
     last, since = stream.last_arrival_at, stream.history_from
     if not has_timing or stream.gaps < MIN_GAPS or last is None or since is None:
         return top
+    watched = last - since
+    if watched <= 0:
+        return top
     grown = stream.largest_gap_seconds * (1 + MARGIN_RATIO) + MARGIN_SECONDS
-    candidate = min(top, max(bounds.min_window_seconds, grown))
-    if last - since < min(top, HISTORY_FACTOR * candidate):
+    random_tail = RATE_FACTOR * watched / stream.gaps
+    candidate = min(top, max(bounds.min_window_seconds, grown, random_tail))
+    if watched < HISTORY_FACTOR * candidate:
         return top
     return candidate
 
