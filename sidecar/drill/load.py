@@ -13,6 +13,7 @@ keeps its keep-alive connection, and resolves again only when the server says
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -96,10 +97,13 @@ async def generate(
     stop: asyncio.Event,
     connections: int = 64,
     timeout_seconds: float = 10.0,
+    burst_every_seconds: float = 0.0,
 ) -> LoadRun:
     """Send GET `target` at `rate_per_second` until `stop` is set; wait for the last ones.
 
     `target` is a URL, or what picks one for each request (a caller balancing by itself).
+    With `burst_every_seconds`, each period's requests are sent at once at its start (the
+    same mean rate, in bursts); otherwise they are spread evenly.
     """
     pick = target if callable(target) else lambda: target
     loop = asyncio.get_running_loop()
@@ -107,16 +111,20 @@ async def generate(
     pending: set[asyncio.Task[bool]] = set()
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+    if burst_every_seconds > 0:
+        step, per_step = burst_every_seconds, max(1, round(rate_per_second * burst_every_seconds))
+    else:
+        step, per_step = 1 / rate_per_second, 1
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         sent = 0
         while not stop.is_set():
-            due = math.floor((loop.time() - run.started_at) * rate_per_second) + 1
+            due = (math.floor((loop.time() - run.started_at) / step) + 1) * per_step
             for _ in range(due - sent):
                 task = asyncio.create_task(_one(session, pick(), run.requests))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             sent = max(sent, due)
-            next_at = run.started_at + sent / rate_per_second
+            next_at = run.started_at + sent / per_step * step
             try:
                 await asyncio.wait_for(stop.wait(), max(0.0, next_at - loop.time()))
             except TimeoutError:
@@ -136,13 +144,19 @@ async def pinned(
     interval_seconds: float,
     stop: asyncio.Event,
     timeout_seconds: float = 10.0,
+    first_after_seconds: float = 0.0,
 ) -> LoadRun:
-    """GET the URL `resolve` gives every `interval_seconds` on one connection, until `stop`."""
+    """GET the URL `resolve` gives every `interval_seconds` on one connection, until `stop`.
+
+    The first request goes after `first_after_seconds`, so that many clients spread out.
+    """
     loop = asyncio.get_running_loop()
     run = LoadRun(1 / interval_seconds, loop.time())
     connector = aiohttp.TCPConnector(limit=1)
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), first_after_seconds)
         url = resolve()
         while not stop.is_set():
             if await _one(session, url, run.requests):
@@ -172,3 +186,13 @@ async def _one(session: aiohttp.ClientSession, url: str, out: list[Request]) -> 
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
         out.append(Request(started, loop.time(), None, type(e).__name__))
         return True
+
+
+def merged(runs: list[LoadRun]) -> LoadRun | None:
+    """Several clients' runs as one (their requests together), or None without any."""
+    if not runs:
+        return None
+    run = LoadRun(sum(r.rate_asked for r in runs), min(r.started_at for r in runs))
+    run.stopped_at = max(r.stopped_at for r in runs)
+    run.requests = sorted((q for r in runs for q in r.requests), key=lambda q: q.started)
+    return run

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 from sidecar.drill.injected import annotations_set
 from sidecar.drill.network import NetworkError, NetworkPlan
 from sidecar.drill.params import DrillParams, Recipe, params_from
-from sidecar.drill.report import document, table, timeline_svg
+from sidecar.drill.presets import SCENARIOS
+from sidecar.drill.report import document, rows, table, timeline_svg
 from sidecar.drill.scenarios import ScenarioResult, pod_names, run_scenario
 from sidecar.errors import ConfigError
 
@@ -49,7 +50,9 @@ def run(args: argparse.Namespace) -> str:
     if args.json is not None:
         args.json.write_text(json.dumps(document(results, params), indent=2), encoding="utf-8")
     low, high = params.latency_ms
+    scenario = SCENARIOS[params.scenario].description
     shown = (
+        f"scenario {params.scenario}: {scenario}\n"
         f"rate {params.rate_per_second:g}/s, latency {low}-{high} ms, "
         f"propagation {params.propagation_delay_seconds:g} s, grace {params.grace_seconds} s, "
         f"{params.replicas} replicas"
@@ -63,7 +66,31 @@ def run(args: argparse.Namespace) -> str:
     shown += f"\nnetwork: {'; '.join(networks)}"
     if "coordinated" in recipes:
         shown += f"\ncoordinated: injected by plan_patch; {_tuning(results)}"
-    return f"{shown}\n\n{table(results, params)}\n\ntimeline: {args.picture}"
+    floors = "\n".join(floor_lines(results, params))
+    return f"{shown}\n\n{table(results, params)}\n\n{floors}\n\ntimeline: {args.picture}"
+
+
+def floor_lines(results: list[ScenarioResult], params: DrillParams) -> list[str]:
+    """How far above its floor each recipe released the app, and what it lost."""
+    lines = [
+        (
+            "floor: the earliest safe SIGTERM, once callers stopped choosing the pod and the "
+            "last request it served ended (in flight, or a pinned client's before it moved)"
+        )
+    ]
+    for row in rows(results, params):
+        floor, above, sigterm = (
+            row[key] for key in ("floor_seconds", "above_floor_seconds", "app_sigterm_seconds")
+        )
+        if floor is None or above is None:
+            lines.append(f"  {row['label']}: no floor (callers never left the pod)")
+            continue
+        where = "above" if above >= 0 else "BEFORE"
+        lines.append(
+            f"  {row['label']}: floor {floor:.2f} s, app SIGTERM {sigterm:.2f} s, "
+            f"{abs(above):.2f} s {where} it; {row['failed']} failed of {row['requests']}"
+        )
+    return lines
 
 
 def _tuning(results: list[ScenarioResult]) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NoReturn
 
+from sidecar.drill.presets import DEFAULT_SCENARIO, SCENARIOS
 from sidecar.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -55,6 +56,15 @@ class DrillParams:
     #: A client pinned on one keep-alive connection to the deleted pod sends this often, as a
     #: caller through a ClusterIP does; it moves only when told `Connection: close` (0: none).
     pinned_interval_seconds: float = 0.0
+    #: How many such pinned clients (when `pinned_interval_seconds` is set).
+    pinned_clients: int = 1
+    #: The load comes in bursts: each period's requests at once at its start (0: evenly).
+    burst_every_seconds: float = 0.0
+    #: Clients on keep-alive connections through the ingress, each sending once per interval.
+    idle_clients: int = 0
+    idle_interval_seconds: float = 4.0
+    #: The named scenario these values came from (sidecar/drill/presets.py).
+    scenario: str = DEFAULT_SCENARIO
     #: Each recipe runs once per routing, in this order.
     routings: tuple[Routing, ...] = ("service",)
     #: Registry routing: how often callers read the registry again. Spring Cloud's Eureka
@@ -71,7 +81,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The drill's options; the defaults are the small size `make demo` runs."""
     defaults = DrillParams()
     parser.add_argument(
-        "--scenarios", default=",".join(RECIPES), help=f"comma-separated, of {', '.join(RECIPES)}"
+        "--scenario",
+        default=DEFAULT_SCENARIO,
+        help=f"the traffic the pod is deleted under, one of {', '.join(SCENARIOS)}; "
+        "the flags below win over its values",
+    )
+    parser.add_argument(
+        "--recipes",
+        "--scenarios",  # its old name
+        dest="recipes",
+        default=",".join(RECIPES),
+        help=f"the shutdown recipes to compare, comma-separated, of {', '.join(RECIPES)}",
     )
     parser.add_argument(
         "--routing",
@@ -90,29 +110,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.lease_ttl_seconds,
         help="registry routing: each replica's lease TTL in seconds",
     )
-    parser.add_argument("--rate", type=float, default=defaults.rate_per_second, help="requests/s")
+    parser.add_argument("--rate", type=float, help="requests/s")
     parser.add_argument(
-        "--lead-seconds", type=float, default=defaults.lead_seconds, help="load before the delete"
+        "--lead-seconds", type=float, help=f"load before the delete ({defaults.lead_seconds:g})"
     )
     parser.add_argument(
         "--tail-seconds",
         type=float,
-        default=defaults.tail_seconds,
-        help="load after the pod is gone",
+        help=f"load after the pod is gone ({defaults.tail_seconds:g})",
     )
     parser.add_argument(
-        "--duration", type=float, default=defaults.duration_seconds, help="least load time in all"
+        "--duration", type=float, help="least load time in all (0: lead + shutdown + tail)"
     )
     parser.add_argument(
         "--latency-ms",
         type=int,
         nargs=2,
-        default=defaults.latency_ms,
         metavar=("LOW", "HIGH"),
         help="each request takes a random time in this range (for example 1000 3000)",
     )
     parser.add_argument(
-        "--propagation-delay", type=float, default=defaults.propagation_delay_seconds
+        "--propagation-delay",
+        type=float,
+        help="seconds from the slice's change to the data plane's",
     )
     parser.add_argument("--grace", type=int, default=defaults.grace_seconds)
     parser.add_argument("--replicas", type=int, default=defaults.replicas)
@@ -136,12 +156,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: Flags that override a scenario's values: flag's dest -> DrillParams field.
+_OVERRIDES = {
+    "rate": "rate_per_second",
+    "lead_seconds": "lead_seconds",
+    "tail_seconds": "tail_seconds",
+    "duration": "duration_seconds",
+    "latency_ms": "latency_ms",
+    "propagation_delay": "propagation_delay_seconds",
+}
+
+
 def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
     """Validated parameters; ConfigError names the flag, the value and what was expected."""
-    recipes = [r.strip() for r in args.scenarios.split(",") if r.strip()]
-    unknown = [r for r in recipes if r not in RECIPES]
-    if unknown or not recipes:
-        _refuse("--scenarios", args.scenarios, f"a comma-separated list of {', '.join(RECIPES)}")
+    recipes = _recipes(args.recipes)
+    if args.scenario not in SCENARIOS:
+        _refuse("--scenario", args.scenario, f"one of {', '.join(SCENARIOS)}")
+    preset = replace(DrillParams(), **SCENARIOS[args.scenario].values, scenario=args.scenario)
+    given = {field: getattr(args, dest) for dest, field in _OVERRIDES.items()}
+    base = replace(preset, **{k: v for k, v in given.items() if v is not None})
     routings = _routings(args)
     if args.replicas < 2:
         _refuse("--replicas", args.replicas, "at least 2 (traffic needs somewhere to go)")
@@ -149,30 +182,26 @@ def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
     if sleep_seconds is None:
         sleep_seconds = float(fitting_sleep_seconds(args.grace))
     for flag, value in (
-        ("--lead-seconds", args.lead_seconds),
-        ("--tail-seconds", args.tail_seconds),
-        ("--duration", args.duration),
-        ("--propagation-delay", args.propagation_delay),
+        ("--lead-seconds", base.lead_seconds),
+        ("--tail-seconds", base.tail_seconds),
+        ("--duration", base.duration_seconds),
+        ("--propagation-delay", base.propagation_delay_seconds),
         ("--sleep-seconds", sleep_seconds),
     ):
         if value < 0:
             _refuse(flag, value, "0 or more seconds")
-    if args.rate <= 0:
-        _refuse("--rate", args.rate, "a positive number of requests/s")
+    if base.rate_per_second <= 0:
+        _refuse("--rate", base.rate_per_second, "a positive number of requests/s")
     if args.grace < 1:
         _refuse("--grace", args.grace, "at least 1 second (B1)")
-    low, high = args.latency_ms
+    low, high = base.latency_ms
     if not 0 <= low <= high:
         _refuse("--latency-ms", f"{low} {high}", "LOW HIGH with 0 <= LOW <= HIGH")
     if sleep_seconds > args.grace:
         _refuse("--sleep-seconds", sleep_seconds, f"at most the grace, {args.grace} s (B17)")
-    params = DrillParams(
-        rate_per_second=args.rate,
-        lead_seconds=args.lead_seconds,
-        tail_seconds=args.tail_seconds,
-        duration_seconds=args.duration,
+    params = replace(
+        base,
         latency_ms=(low, high),
-        propagation_delay_seconds=args.propagation_delay,
         grace_seconds=args.grace,
         replicas=args.replicas,
         sleep_seconds=sleep_seconds,
@@ -182,7 +211,15 @@ def params_from(args: argparse.Namespace) -> tuple[DrillParams, list[Recipe]]:
         lease_ttl_seconds=args.lease_ttl,
         network=_network(args.network),
     )
-    return params, [r for r in RECIPES if r in recipes]
+    return params, recipes
+
+
+def _recipes(value: str) -> list[Recipe]:
+    """`--recipes`, checked, in the drill's order."""
+    recipes = [r.strip() for r in value.split(",") if r.strip()]
+    if not recipes or any(r not in RECIPES for r in recipes):
+        _refuse("--recipes", value, f"a comma-separated list of {', '.join(RECIPES)}")
+    return [r for r in RECIPES if r in recipes]
 
 
 def _routings(args: argparse.Namespace) -> tuple[Routing, ...]:

@@ -16,89 +16,28 @@ connection, as a caller through a ClusterIP does, and moves only once told
 from __future__ import annotations
 
 import asyncio
-import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 
+from sidecar.drill import clients
 from sidecar.drill.cluster import Cluster
 from sidecar.drill.dataplane import EndpointsFile
-from sidecar.drill.kubelet import Killed, Kubelet
-from sidecar.drill.load import LoadRun, generate, pinned
+from sidecar.drill.kubelet import Kubelet
+from sidecar.drill.load import LoadRun
 from sidecar.drill.network import Network, loopback
 from sidecar.drill.procs import Proc, free_port, start_ingress
 from sidecar.drill.recipes import Pod, PodRun, pod_containers, start_pod
 from sidecar.drill.registry import RegistryRouting, Replica, key_of
+from sidecar.drill.result import ScenarioResult
+
+__all__ = ["ScenarioResult", "pod_names", "run_scenario"]
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from sidecar.drill.injected import AgentLaunch, InjectedPod
     from sidecar.drill.params import DrillParams, Recipe, Routing
-
-
-@dataclass
-class ScenarioResult:
-    """What one scenario did, on the loop clock; `t0` is the DELETE."""
-
-    recipe: Recipe
-    t0: float
-    load: LoadRun
-    killed: dict[str, Killed] = field(default_factory=dict)
-    unready_at: float | None = None
-    moved_at: float | None = None
-    pod_gone_at: float | None = None
-    #: The pinned client's requests, when the drill ran one.
-    pinned: LoadRun | None = None
-    #: (type, reason) of the Kubernetes Events posted on the deleted pod, in order.
-    events: list[tuple[str, str]] = field(default_factory=list)
-    #: The agent's JSON log lines (`coordinated` only).
-    agent_log: list[dict[str, Any]] = field(default_factory=list)
-    routing: Routing = "service"
-    #: Registry routing: when the deleted pod's key was first written as down, and removed
-    #: (deleted, or expired with its lease), as a watch on etcd saw it.
-    marked_down_at: float | None = None
-    removed_at: float | None = None
-    #: Registry routing: the callers' first read that no longer listed the pod.
-    callers_left_at: float | None = None
-    #: Registry routing: whether the pod's key was still in etcd when the scenario ended.
-    key_present_at_end: bool | None = None
-    #: `coordinated`: the pod as plan_patch injected it, and how the agent was started from it.
-    injected: InjectedPod | None = None
-    agent_launch: AgentLaunch | None = None
-    #: Where the pods ran: their own network namespaces, or loopback addresses (and why).
-    network: str = ""
-
-    @property
-    def agent_summary(self) -> dict[str, Any] | None:
-        """The agent's `shutdown_finished` line, if it wrote one."""
-        return next((line for line in self.agent_log if line["event"] == "shutdown_finished"), None)
-
-    def row(self, grace_seconds: float) -> dict[str, Any]:
-        """The scenario in the table's terms (seconds from the DELETE)."""
-        app = self.killed.get("app")
-
-        def since(moment: float | None) -> float | None:
-            return None if moment is None else round(moment - self.t0, 2)
-
-        gone = since(self.pod_gone_at)
-        return {
-            "scenario": self.recipe,
-            "routing": self.routing,
-            **self.load.summary(),
-            "app_sigterm_seconds": since(app.sigterm_at if app else None),
-            "app_exited_seconds": since(app.exited_at if app else None),
-            "pod_gone_seconds": gone,
-            "budget_left_seconds": None if gone is None else round(grace_seconds - gone, 2),
-            "endpoint_unready_seconds": since(self.unready_at),
-            "data_plane_moved_seconds": since(self.moved_at),
-            "registry_marked_down_seconds": since(self.marked_down_at),
-            "registry_removed_seconds": since(self.removed_at),
-            "callers_left_seconds": since(self.callers_left_at),
-            "key_present_at_end": self.key_present_at_end,
-        }
 
 
 def pod_names(params: DrillParams) -> list[str]:
@@ -128,7 +67,7 @@ async def run_scenario(
     registry = RegistryRouting(
         workdir, params.registry_refresh_seconds, params.lease_ttl_seconds, node_host
     )
-    stop = asyncio.Event()
+    callers: clients.Clients | None = None
     try:
         for place in network.pods:
             pods.append(await start_pod(workdir, place, params))
@@ -159,14 +98,7 @@ async def run_scenario(
         procs += [c.proc for c in run.containers if c.name == "agent"] + run.helpers
         result.injected, result.agent_launch = run.injected, run.agent
 
-        # Little's law: enough connections for every request in flight at the slowest latency.
-        connections = max(64, math.ceil(params.rate_per_second * params.latency_ms[1] / 1000 * 2))
-        load = asyncio.create_task(
-            generate(
-                target, rate_per_second=params.rate_per_second, stop=stop, connections=connections
-            )
-        )
-        pinned_client = _pin(result, deleted, pods[1], params, stop)
+        callers = clients.start(target, params, _pinned_to(result, deleted, pods[1]))
         await asyncio.sleep(params.lead_seconds)  # the load's steady state, part of the picture
         cluster.follow_slices(on_unready)
         result.t0 = loop.time()
@@ -179,14 +111,12 @@ async def run_scenario(
         await asyncio.sleep(params.tail_seconds)  # where traffic went afterwards
         ends_at = result.load.started_at + params.duration_seconds
         await asyncio.sleep(max(0.0, ends_at - loop.time()))
-        stop.set()
-        result.load = await load
-        if pinned_client is not None:
-            result.pinned = await pinned_client
+        result.load, result.pinned, result.idle = await callers.finish()
         await _collect(result, run, cluster, registry, key_of(deleted.ip, deleted.envoy_port))
         return result
     finally:
-        stop.set()
+        if callers is not None:
+            await callers.abandon()
         for proc in procs:
             await proc.stop()
         await registry.stop()
@@ -265,23 +195,19 @@ async def _registry_moments(result: ScenarioResult, registry: RegistryRouting, k
     result.key_present_at_end = await registry.present(key)
 
 
-def _pin(
-    result: ScenarioResult, deleted: Pod, other: Pod, params: DrillParams, stop: asyncio.Event
-) -> asyncio.Task[LoadRun] | None:
-    """Start the pinned client on the deleted pod, if the drill runs one."""
-    if params.pinned_interval_seconds <= 0:
-        return None
+def _pinned_to(result: ScenarioResult, deleted: Pod, other: Pod) -> Callable[[], str]:
+    """Where a pinned client's new connection to the Service's address lands.
+
+    The deleted pod until the data plane has applied its removal, then another replica.
+    """
     loop = asyncio.get_running_loop()
 
     def resolve() -> str:
-        # Where a new connection to the Service's address lands: the deleted pod until the
-        # data plane has applied its removal, then another replica.
         moved = result.moved_at is not None and loop.time() >= result.moved_at
         pod = other if moved else deleted
         return f"http://{pod.ip}:{pod.envoy_port}/"
 
-    every = params.pinned_interval_seconds
-    return asyncio.create_task(pinned(resolve, interval_seconds=every, stop=stop), name="pinned")
+    return resolve
 
 
 async def _ready(url: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from sidecar.drill.app import SERVED_BY
-from sidecar.drill.load import generate, pinned
+from sidecar.drill.load import LoadRun, Request, generate, merged, pinned
 from sidecar.drill.procs import free_port
 
 
@@ -39,6 +39,21 @@ async def server() -> AsyncIterator[str]:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield f"http://127.0.0.1:{port}/"
     hang.set()
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def server_ok() -> AsyncIterator[str]:
+    async def answer(_: web.Request) -> web.Response:
+        return web.Response(text="ok", headers={SERVED_BY: "a"})
+
+    app = web.Application()
+    app.router.add_get("/", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}/"
     await runner.cleanup()
 
 
@@ -126,3 +141,28 @@ async def test_the_pinned_client_keeps_its_connection_until_told_to_close_then_r
     assert len(set(peers["a"])) == 1
     assert len(set(peers["b"])) == 1
     assert run.failures() == {}
+
+
+async def test_bursts_send_each_period_at_once_at_the_same_mean_rate(server_ok: str) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.9, stop.set)
+    run = await generate(server_ok, rate_per_second=20, stop=stop, burst_every_seconds=0.4)
+    starts = sorted(r.started - run.started_at for r in run.requests)
+    # 8 per burst (20/s x 0.4 s) at 0, 0.4 and 0.8 s, nothing in between.
+    assert len(starts) == 24
+    for index in range(3):
+        burst = starts[index * 8 : index * 8 + 8]
+        assert all(abs(t - 0.4 * index) < 0.1 for t in burst), starts
+    assert run.failures() == {}
+
+
+def test_merged_runs_keep_every_request_of_every_client_in_start_order() -> None:
+    first, second = LoadRun(5, 1.0, 3.0), LoadRun(5, 0.5, 4.0)
+    first.requests = [Request(2.0, 2.1, 200, None), Request(1.0, 1.1, 503, None)]
+    second.requests = [Request(1.5, 9.0, None, "unfinished")]
+    both = merged([first, second])
+    assert both is not None
+    assert [r.started for r in both.requests] == [1.0, 1.5, 2.0]
+    assert (both.started_at, both.stopped_at, both.rate_asked) == (0.5, 4.0, 10)
+    assert both.failures() == {"HTTP 503": 1, "unfinished": 1}
+    assert merged([]) is None

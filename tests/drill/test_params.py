@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import pytest
 
 from sidecar.drill.params import DrillParams, add_arguments, params_from
+from sidecar.drill.presets import SCENARIOS
 from sidecar.errors import ConfigError
 
 
@@ -19,7 +21,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--scenarios", "yolo"], "--scenarios: expected a comma-separated list of no-hook, "),
+        (["--recipes", "yolo"], "--recipes: expected a comma-separated list of no-hook, "),
+        (["--scenario", "yolo"], "--scenario: expected one of steady-100, steady-1000, burst, "),
+        (["--network", "host"], "--network: expected one of auto, netns, loopback, got 'host'"),
         (
             ["--replicas", "1"],
             "--replicas: expected at least 2 (traffic needs somewhere to go), got 1",
@@ -64,7 +68,7 @@ def test_a_bad_flag_value_is_a_config_error_naming_the_flag_the_value_and_the_ex
     assert str(raised.value).startswith(message)
 
 
-def test_the_scenarios_error_quotes_what_was_given() -> None:
+def test_the_recipes_error_quotes_what_was_given_under_the_old_flag_name_too() -> None:
     with pytest.raises(ConfigError) as raised:
         params_from(parse(["--scenarios", "no-hook,yolo"]))
     assert str(raised.value).endswith("got 'no-hook,yolo'")
@@ -72,7 +76,7 @@ def test_the_scenarios_error_quotes_what_was_given() -> None:
 
 def test_good_flags_become_params_and_recipes_in_the_drill_order() -> None:
     params, recipes = params_from(
-        parse(["--scenarios", "coordinated,no-hook", "--rate", "50", "--latency-ms", "10", "20"])
+        parse(["--recipes", "coordinated,no-hook", "--rate", "50", "--latency-ms", "10", "20"])
     )
     assert recipes == ["no-hook", "coordinated"]
     assert params == DrillParams(rate_per_second=50, latency_ms=(10, 20))
@@ -101,3 +105,25 @@ def test_registry_routing_runs_after_the_service_with_its_own_knobs() -> None:
     assert params.routings == ("service", "registry")
     assert (params.registry_refresh_seconds, params.lease_ttl_seconds) == (0.5, 4)
     assert params_from(parse([]))[0].routings == ("service",)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_each_scenario_is_its_values_and_flags_win_over_them(name: str) -> None:
+    params, _ = params_from(parse(["--scenario", name]))
+    assert params == dataclasses.replace(DrillParams(), **SCENARIOS[name].values, scenario=name)
+    mine, _ = params_from(parse(["--scenario", name, "--rate", "7", "--propagation-delay", "1"]))
+    assert (mine.rate_per_second, mine.propagation_delay_seconds) == (7, 1)
+    assert mine.scenario == name
+
+
+def test_the_scenarios_show_what_the_issue_asks_for() -> None:
+    steady = {n: params_from(parse(["--scenario", n]))[0] for n in SCENARIOS}
+    assert steady["steady-100"].rate_per_second == 100
+    assert steady["steady-1000"].rate_per_second == 1000
+    assert steady["burst"].burst_every_seconds == 1
+    assert steady["idle"].idle_clients > 0
+    assert steady["pinned"].pinned_clients > 1
+    assert steady["pinned"].pinned_interval_seconds > 0
+    assert steady["slow"].latency_ms == (1000, 3000)
+    assert steady["steady-100"].propagation_delay_seconds == 2
+    assert steady["propagation-6"].propagation_delay_seconds == 6
