@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from sidecar.model.deadline import replan
-from sidecar.model.lull import QuietBounds
+from sidecar.model.quiet import QuietBounds
 from sidecar.model.report import Outcome, Phase, Release, Result
 from sidecar.model.rotation import pod_key
 from sidecar.shutdown.confirm import Confirmation, confirm

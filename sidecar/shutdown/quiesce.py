@@ -1,15 +1,15 @@
-"""Phase quiesce: wait until the data plane caught up, by the rules of sidecar/model/lull.py."""
+"""Phase quiesce: wait until the data plane caught up, by the rules of sidecar/model/quiet.py."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING
 
-from sidecar.model.lull import QuietDecision, decide
+from sidecar.model.quiet import QuietDecision, decide
 from sidecar.model.report import Outcome, Result
 
 if TYPE_CHECKING:
-    from sidecar.model.lull import QuietBounds
+    from sidecar.model.quiet import QuietBounds
     from sidecar.shutdown.observe import TrafficMonitor
     from sidecar.shutdown.protocols import ProxyAdmin
 

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from sidecar.model.lull import QuietBounds
+from sidecar.model.quiet import QuietBounds
 from sidecar.model.report import Outcome
 from sidecar.shutdown.quiesce import quiesce
 from tests.shutdown.doubles import (
