@@ -60,14 +60,20 @@ def release_order(settings: Settings) -> Errors:
 
 
 def quiesce_bounds(settings: Settings) -> Errors:
-    """The quiesce floor is not above its cap."""
+    """The quiesce floor is not above its cap; the learned window's bounds are in order."""
     phases = settings.phases
-    if phases.quiesce_min_seconds <= phases.quiesce_max_seconds:
-        return {}
-    return {
-        "phases.quiesce_min_seconds": f"expected at most quiesce_max_seconds "
-        f"({phases.quiesce_max_seconds}), got {phases.quiesce_min_seconds}"
-    }
+    errors: Errors = {}
+    if phases.quiesce_min_seconds > phases.quiesce_max_seconds:
+        errors["phases.quiesce_min_seconds"] = (
+            f"expected at most quiesce_max_seconds "
+            f"({phases.quiesce_max_seconds}), got {phases.quiesce_min_seconds}"
+        )
+    if phases.quiet_window_min_seconds > phases.quiet_window_seconds:
+        errors["phases.quiet_window_min_seconds"] = (
+            f"expected at most quiet_window_seconds "
+            f"({phases.quiet_window_seconds}), got {phases.quiet_window_min_seconds}"
+        )
+    return errors
 
 
 def token(settings: Settings) -> Errors:

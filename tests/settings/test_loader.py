@@ -183,6 +183,17 @@ def test_rules_across_fields_are_reported_together_and_not_twice() -> None:
     ]
 
 
+def test_the_learned_windows_lower_bound_may_not_pass_its_upper_bound() -> None:
+    data = {
+        "containers": [{"name": "a"}],
+        "phases": {"quiet_window_min_seconds": 3, "quiet_window_seconds": 1},
+        "server": {"allow_unauthenticated": True},
+    }
+    assert refused(data) == [
+        "phases.quiet_window_min_seconds: expected at most quiet_window_seconds (1.0), got 3.0"
+    ]
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
     lambda children: (

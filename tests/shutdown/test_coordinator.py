@@ -103,8 +103,10 @@ async def test_quiet_traffic_releases_the_app_on_its_turn_and_the_proxy_after_th
         traffic.listening.discard(8080)  # the kubelet's SIGTERM: the app exits
         await coordinator.wait_released("envoy")
         await coordinator.wait_finished()
-    # Samples every 0.25 s: the last one that saw the request is at 2.25 s; 2 s of quiet follow.
-    assert app_at == pytest.approx(4.25)
+    # Unroute waits its fixed 2 s without the API. The request seen arriving in each 0.1 s
+    # sample until 2.5 s teaches a window of ln(1000) / 10 per second = 0.69 s: the sample at
+    # 3.1 s is the first that far past the last arrival (quiesce's 1 s minimum ends at 3.0 s).
+    assert app_at == pytest.approx(3.1)
     assert [(r.container, r.reason) for r in coordinator.status().releases] == [
         ("app", "turn"),
         ("envoy", "turn"),
@@ -114,6 +116,8 @@ async def test_quiet_traffic_releases_the_app_on_its_turn_and_the_proxy_after_th
     assert len(finished) == 1
     assert finished[0]["phases"]["unroute"]["outcome"] == "degraded"
     assert finished[0]["phases"]["unroute"]["reason"] == "API not available: waited a fixed delay"
+    quiesce = finished[0]["phases"]["quiesce"]
+    assert (quiesce["ended_by"], quiesce["window_seconds"]) == ("lull", 0.69)
     assert finished[0]["phases"]["drain"]["outcome"] == "ok"
     assert finished[0]["phases"]["exit"]["seen_by"] == "listening_sockets"
     await coordinator.close()
