@@ -95,11 +95,19 @@ class TrafficView:
 
 
 def policy_for(
-    inbound_ports: Iterable[int], host_ip: str, extra: Iterable[Network] = ()
+    inbound_ports: Iterable[int],
+    host_ip: str,
+    extra: Iterable[Network] = (),
+    *,
+    node_is_traffic: bool = False,
 ) -> TrafficPolicy:
-    """The node's own IP is never traffic: the kubelet probes and calls hooks from it."""
+    """The node's own IP is not traffic: the kubelet probes and calls hooks from it.
+
+    Unless callers come from it too (`node_is_traffic`): an ingress on the host network of the
+    same node, or NodePort traffic masqueraded to the node's address.
+    """
     ignored = list(extra)
-    if host_ip:
+    if host_ip and not node_is_traffic:
         ignored.append(ipaddress.ip_network(host_ip))
     return TrafficPolicy(frozenset(inbound_ports), tuple(ignored))
 

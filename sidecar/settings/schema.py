@@ -167,8 +167,11 @@ class TrafficSettings:
     sample_interval_seconds: Annotated[float, at_least(0.01)] = 0.1
     #: netlink sock_diag gives per-socket activity; /proc only counts (every connection is busy).
     source: TrafficSourceName = "auto"
-    #: Peers whose connections are not traffic (the node's IP is always added).
+    #: Peers whose connections are not traffic (the node's IP is added unless node_is_traffic).
     ignore_peers: tuple[IpNetwork, ...] = ()
+    #: Callers reach the pod from the node's IP (an ingress on the same node's host network,
+    #: NodePort traffic masqueraded to it): count them, and the kubelet's probes with them.
+    node_is_traffic: bool = False
 
 
 @dataclass(frozen=True)

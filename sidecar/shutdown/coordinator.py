@@ -57,7 +57,10 @@ class Coordinator:
         monitor = TrafficMonitor(
             traffic,
             policy_for(
-                inbound_ports(settings), settings.pod.host_ip, settings.traffic.ignore_peers
+                inbound_ports(settings),
+                settings.pod.host_ip,
+                settings.traffic.ignore_peers,
+                node_is_traffic=settings.traffic.node_is_traffic,
             ),
             settings.traffic.sample_interval_seconds,
         )

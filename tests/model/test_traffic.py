@@ -92,6 +92,16 @@ def test_assess_counts_only_watched_ports_and_never_the_node() -> None:
     assert view.last_activity_at == pytest.approx(100.0 - 0.2)
 
 
+def test_the_node_counts_as_a_caller_when_callers_come_from_it() -> None:
+    """An ingress on the node's host network: its connections are traffic, ranges still not."""
+    ranges = [ipaddress.ip_network("192.168.0.0/16")]
+    policy = policy_for({8080}, "10.0.0.1", ranges, node_is_traffic=True)
+    assert not policy.ignores("10.0.0.1")
+    assert policy.ignores("192.168.3.4")
+    view = assess(sample(conn(peer="10.0.0.1", recv=10, send=4000)), policy)
+    assert (view.established, view.in_flight) == (1, 1)
+
+
 def test_ipv4_mapped_peers_are_matched_as_ipv4() -> None:
     policy = policy_for({8080}, "10.0.0.1")
     assert policy.ignores("10.0.0.1")
