@@ -15,8 +15,8 @@ where a pod gets `KUBERNETES_SERVICE_HOST` and a service account. When pods have
 network namespaces (sidecar/drill/network.py) the agent reaches Envoy's admin and pilot-agent
 at the injected defaults; when they share loopback, each pod's Envoy admin (and the
 pilot-agent stand-in) has its own port, set by the per-pod annotations that move them
-(`envoy.admin-url`, `envoy.pilot-agent-url`). Under registry routing the drill adds the etcd
-registry to the settings file: injection has no annotation for registries.
+(`envoy.admin-url`, `envoy.pilot-agent-url`). Under registry routing the etcd registry is in
+the template's `agent_settings`, as a user's injector template gives registries.
 """
 
 from __future__ import annotations
@@ -60,10 +60,18 @@ def annotations_set(pod: dict[str, Any]) -> dict[str, str]:
     return {k.removeprefix(prefix): v for k, v in annotations.items() if k.startswith(prefix)}
 
 
-def template(port: int, params: DrillParams) -> InjectionTemplate:
-    """The drill's injection template: its hook port and mode, and its proxy's name."""
+def template(
+    port: int, params: DrillParams, registries: list[dict[str, Any]] | None = None
+) -> InjectionTemplate:
+    """The drill's injection template: hook port, mode, the proxy's name, shared registries.
+
+    Registries go in `agent_settings`, as a user's injector template gives them.
+    """
     mode: Mode = "native" if params.native else "classic"
-    return InjectionTemplate(port=port, mode=mode, proxy_container=PROXY, container_name=AGENT)
+    shared: dict[str, object] = {"registries": registries} if registries else {}
+    return InjectionTemplate(
+        port=port, mode=mode, proxy_container=PROXY, container_name=AGENT, agent_settings=shared
+    )
 
 
 @dataclass(frozen=True)
@@ -210,7 +218,6 @@ def launch(
     ip: str,
     kubeconfig: Path,
     node_ip: str = NODE_IP,
-    registries: list[dict[str, Any]] | None = None,
 ) -> AgentLaunch:
     """Fill the agent's volumes under `folder` and say how to run its container."""
     mounts = _fill_volumes(injected, folder)
@@ -227,8 +234,6 @@ def launch(
     for section, key in ((server, "token_file"), (pod, "labels_file")):
         if key in section:
             section[key] = host_path(section[key])
-    if registries:
-        settings["registries"] = registries
     agent = injected.agent
     if agent["command"] != ["shutdown-coordinator"]:
         raise DrillPodError(f"the drill cannot run the agent command {agent['command']}")

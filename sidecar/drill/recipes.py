@@ -204,16 +204,10 @@ async def _coordinated(
             own_netns=pod.net.netns is not None,
         )
         plain = plain_pod(known, params)
-        injected = inject(plain, template(pod.ports.agent, params), secrets.token_hex(16))
         registries = registry_settings(pod, etcd_url) if etcd_url is not None else None
-        agent = launch(
-            injected,
-            folder,
-            ip=pod.ip,
-            node_ip=node_ip,
-            kubeconfig=kubeconfig,
-            registries=registries,
-        )
+        drill_template = template(pod.ports.agent, params, registries)
+        injected = inject(plain, drill_template, secrets.token_hex(16))
+        agent = launch(injected, folder, ip=pod.ip, node_ip=node_ip, kubeconfig=kubeconfig)
         port = injected.template.port
         agent_proc = await run_agent(
             folder, agent.argv, agent.env, host=pod.ip, port=port, pod=pod.net

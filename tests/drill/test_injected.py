@@ -115,10 +115,20 @@ def test_the_agent_runs_the_injected_command_env_and_settings(tmp_path: Path) ->
     assert settings.registries == ()
 
 
-def test_registry_routing_adds_the_registry_the_injection_cannot(tmp_path: Path) -> None:
-    injected = inject(plain_pod(KNOWN, PARAMS), template(15120, PARAMS), TOKEN)
-    registry = [{"kind": "etcd", "name": "etcd", "endpoints": ["http://127.0.0.1:2379"]}]
-    agent = launch(injected, tmp_path, ip=IP, kubeconfig=tmp_path / "k", registries=registry)
+def test_registry_routing_injects_the_registry_from_the_templates_shared_settings(
+    tmp_path: Path,
+) -> None:
+    registry = [
+        {
+            "kind": "etcd",
+            "name": "etcd",
+            "endpoints": ["http://127.0.0.1:2379"],
+            "key": "/services/web/providers/{pod.ip}:8081",
+        }
+    ]
+    injected = inject(plain_pod(KNOWN, PARAMS), template(15120, PARAMS, registry), TOKEN)
+    assert injected.settings()["registries"] == registry  # in the pod's settings annotation
+    agent = launch(injected, tmp_path, ip=IP, kubeconfig=tmp_path / "k")
     assert json.loads(agent.settings_path.read_text())["registries"] == registry
 
 
