@@ -120,3 +120,30 @@ def test_the_example_workload_injected_with_the_shipped_template_validates(examp
     deployment = copy.deepcopy(deployment)
     deployment["spec"]["template"] = {"metadata": pod["metadata"], "spec": pod["spec"]}
     validate(deployment, KUBERNETES_VERSIONS[0])
+
+
+def test_the_templates_commented_shared_settings_work_once_uncommented() -> None:
+    """The shipped template's `agent_settings` example is accepted, and its pod validates."""
+    from sidecar.model.injection import plan_patch  # noqa: PLC0415 - as the test above
+    from sidecar.model.injection_settings import template_from  # noqa: PLC0415 - same
+
+    text = one(rendered("base"), "ConfigMap")["data"]["template.yaml"]
+    start = text.index("# agent_settings:")
+    example = "\n".join(line.removeprefix("# ") for line in text[start:].splitlines())
+    template = template_from({**yaml.safe_load(text), **yaml.safe_load(example)})
+    assert template.secret_mounts == {"eureka-credentials": "/var/run/eureka"}
+    deployment = one(rendered("examples/app"), "Deployment", "web")
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**copy.deepcopy(deployment["spec"]["template"]["metadata"]), "name": "web"},
+        "spec": copy.deepcopy(deployment["spec"]["template"]["spec"]),
+    }
+    result = plan_patch(pod, template, namespace="shutdown-demo", token="t0ken")
+    assert result.refused is None
+    for operation in result.patch:
+        apply_operation(pod, operation)
+    settings = yaml.safe_load(pod["metadata"]["annotations"]["shutdown-coordinator.io/settings"])
+    assert settings["registries"][0]["app"] == "{pod.labels[app]}"
+    for version in KUBERNETES_VERSIONS:
+        validate(pod, version)
