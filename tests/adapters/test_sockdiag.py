@@ -1,16 +1,27 @@
-"""sock_diag on real sockets: in-flight vs idle, the kernel port filter, the /proc fallback."""
+"""sock_diag on real sockets: in-flight vs idle, per-socket counters in runs of messages, the kernel
+port filter, IPv4 and IPv6, bad replies, the /proc fallback."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 
 import pytest
 
+from sidecar.adapters.traffic import inetdiag
+from sidecar.adapters.traffic.inetdiag import Dump, DumpParser
 from sidecar.adapters.traffic.netns import NetnsTrafficSource
-from sidecar.adapters.traffic.sockdiag import SockDiag, port_filter
+from sidecar.adapters.traffic.sockdiag import (
+    CHUNK,
+    NETLINK_SOCK_DIAG,
+    SockDiag,
+    dump_request,
+    port_filter,
+)
+from sidecar.errors import AdapterError
 from sidecar.model.traffic import Connection, TcpState, is_in_flight
 
 
@@ -91,12 +102,26 @@ def test_ipv6_and_dual_stack_peers_are_reported() -> None:
 
 
 def test_port_filter_bytecode_accepts_at_the_end_and_rejects_past_it() -> None:
-    code = port_filter([80, 8080])
-    assert len(code) == 16
-    # First test jumps to the end (16 bytes) on a match, to the next test (8) otherwise.
-    assert code[:4] == bytes([11, 16]) + (8).to_bytes(2, "little")
-    # The last test rejects by jumping 4 bytes past the end.
-    assert code[8:12] == bytes([11, 8]) + (12).to_bytes(2, "little")
+    code = port_filter([8080, 80, 9090])
+    assert len(code) == 3 * 8 + 2 * 4
+    # Each test falls through on a match (yes 8) and skips itself and a JMP otherwise (no 12).
+    assert code[:4] == bytes([11, 8]) + (12).to_bytes(2, sys.byteorder)
+    assert int.from_bytes(code[6:8], sys.byteorder) == 80
+    # A match lands on a JMP to the very end: 4 + the 20 bytes after it.
+    assert code[8:12] == bytes([1, 4]) + (24).to_bytes(2, sys.byteorder)
+    # The last test's miss jumps 4 bytes past the end: rejected.
+    assert code[-8:-4] == bytes([11, 8]) + (12).to_bytes(2, sys.byteorder)
+
+
+def test_the_kernel_accepts_the_filter_for_several_ports() -> None:
+    diag = SockDiag()
+    with connected() as (port_a, *_), connected() as (port_b, *_), connected() as (port_c, *_):
+        listening, conns = diag.read(frozenset({port_a, port_c}))
+        assert diag._kernel_filter, "the kernel refused the bytecode: the filter fell back"
+        assert listening == {port_a, port_c}
+        assert {c.local_port for c in conns} == {port_a, port_c}
+        assert port_b not in {c.local_port for c in conns}
+    diag.close()
 
 
 async def test_the_source_samples_on_the_loop_clock_and_falls_back_to_proc() -> None:
@@ -112,3 +137,171 @@ async def test_the_source_samples_on_the_loop_clock_and_falls_back_to_proc() -> 
         assert len(slow.connections) == len(sample.connections) == 1
         source.close()
         proc.close()
+
+
+#: More than inetdiag.MIN_RUN, so the kernel's reply has runs parsed column by column.
+MANY = 40
+
+
+@contextmanager
+def served(
+    count: int, family: int = socket.AF_INET, host: str = "127.0.0.1"
+) -> Iterator[tuple[socket.socket, list[tuple[socket.socket, socket.socket]]]]:
+    """`count` connections to one listener, each from its own loopback address where IPv4.
+
+    Connection i sent 100 + i bytes and was answered with 10 + i, so each socket's counters
+    say which connection it is.
+    """
+    with ExitStack() as stack:
+        server = stack.enter_context(socket.socket(family))
+        server.bind((host, 0))
+        server.listen(count)
+        port = server.getsockname()[1]
+        pairs = []
+        for i in range(count):
+            source = (f"127.0.0.{i + 1}", 0) if host == "127.0.0.1" else None
+            client = stack.enter_context(socket.create_connection((host, port), None, source))
+            accepted = stack.enter_context(server.accept()[0])
+            client.sendall(b"q" * (100 + i))
+            assert accepted.recv(100 + i, socket.MSG_WAITALL) == b"q" * (100 + i)
+            accepted.sendall(b"a" * (10 + i))
+            assert client.recv(10 + i, socket.MSG_WAITALL) == b"a" * (10 + i)
+            pairs.append((client, accepted))
+        yield server, pairs
+
+
+def raw_dump(family: int, ports: frozenset[int]) -> bytes:
+    """The kernel's whole reply to the sampler's request, as it came."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as nl:
+        nl.send(dump_request(family, ports, kernel_filter=True))
+        datagrams = []
+        while True:
+            datagram = nl.recv(1 << 16)
+            datagrams.append(datagram)
+            if datagram[-20:-16] == (20).to_bytes(4, sys.byteorder) and datagram[-16] == 3:
+                return b"".join(datagrams)
+
+
+def by_remote_port(conns: Iterable[Connection]) -> dict[int, Connection]:
+    return {c.remote_port: c for c in conns}
+
+
+def test_every_socket_of_a_run_gets_its_own_counters_timing_and_peer() -> None:
+    diag = SockDiag()
+    with served(MANY) as (server, pairs):
+        port = server.getsockname()[1]
+        listening, conns = diag.read(frozenset({port}))
+        assert listening == {port}
+        seen = by_remote_port(conns)
+        assert len(conns) == MANY
+        for i, (client, accepted) in enumerate(pairs):
+            conn = seen[client.getsockname()[1]]
+            assert conn.local_port == port
+            assert conn.remote_ip == f"127.0.0.{i + 1}"
+            assert conn.state == TcpState.ESTABLISHED
+            assert (conn.bytes_received, conn.bytes_acked) == (100 + i, 10 + i)
+            assert (conn.rx_queue, conn.tx_queue) == (0, 0)
+            assert conn.last_recv_ms is not None
+            assert conn.last_send_ms is not None
+            assert 0 <= conn.last_recv_ms < 60_000
+            assert 0 <= conn.last_send_ms < 60_000
+            assert accepted.fileno() >= 0
+        assert len({c.key for c in conns}) == MANY, "socket cookies tell the sockets apart"
+        keys = {c.remote_port: c.key for c in conns}
+        _, again = diag.read(frozenset({port}))
+        assert {c.remote_port: c.key for c in again} == keys, "a socket keeps its cookie"
+    diag.close()
+
+
+def test_queues_and_close_wait_show_in_a_run() -> None:
+    diag = SockDiag()
+    with served(MANY) as (server, pairs):
+        port = server.getsockname()[1]
+        pairs[3][0].sendall(b"unread")
+        pairs[5][0].close()
+        _, conns = wait_for(
+            lambda _l, c: (
+                any(x.rx_queue == 6 for x in c) and any(x.state == TcpState.CLOSE_WAIT for x in c)
+            ),
+            diag,
+            frozenset({port}),
+        )
+        states = {c.state for c in conns}
+        assert states == {TcpState.ESTABLISHED, TcpState.CLOSE_WAIT}
+        queued = [c for c in conns if c.rx_queue and c.state == TcpState.ESTABLISHED]
+        assert [(c.rx_queue, c.bytes_received) for c in queued] == [(6, 103 + 6)]
+        # The peer's FIN counts as one byte received and one queued.
+        (closing,) = [c for c in conns if c.state == TcpState.CLOSE_WAIT]
+        assert (closing.rx_queue, closing.bytes_received) == (1, 105 + 1)
+    diag.close()
+
+
+def test_columns_and_message_by_message_parse_the_same_reply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with served(MANY) as (v4, _), served(MANY, socket.AF_INET6, "::1") as (v6, _):
+        ports = frozenset({v4.getsockname()[1], v6.getsockname()[1]})
+        for family in (socket.AF_INET, socket.AF_INET6):
+            reply = memoryview(raw_dump(family, ports))
+            fast = Dump(family, ports, kernel_filtered=True)
+            assert DumpParser().parse(reply, fast)
+            monkeypatch.setattr(inetdiag, "MIN_RUN", 1 << 30)
+            slow = Dump(family, ports, kernel_filtered=True)
+            assert DumpParser().parse(reply, slow)
+            monkeypatch.undo()
+            assert fast.connections == slow.connections
+            assert fast.listening == slow.listening
+            assert len(fast.connections) == MANY
+
+
+def test_dual_stack_listener_reports_ipv4_peers_as_ipv4() -> None:
+    diag = SockDiag()
+    with socket.socket(socket.AF_INET6) as server, ExitStack() as stack:
+        server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        server.bind(("::", 0))
+        server.listen(MANY)
+        port = server.getsockname()[1]
+        for i in range(MANY):
+            stack.enter_context(
+                socket.create_connection(("127.0.0.1", port), None, (f"127.0.0.{i + 1}", 0))
+            )
+            stack.enter_context(server.accept()[0])
+        listening, conns = diag.read(frozenset({port}))
+        assert listening == {port}
+        assert sorted(c.remote_ip for c in conns) == sorted(f"127.0.0.{i + 1}" for i in range(MANY))
+    diag.close()
+
+
+def test_without_the_kernel_filter_other_ports_are_dropped_here() -> None:
+    diag = SockDiag()
+    diag._kernel_filter = False  # as after an old kernel refused the bytecode
+    with served(MANY) as (watched, _), served(MANY) as (other, _):
+        port = watched.getsockname()[1]
+        listening, conns = diag.read(frozenset({port}))
+        assert listening == {port}
+        assert len(conns) == MANY
+        assert {c.local_port for c in conns} == {port}
+        assert other.getsockname()[1] not in {c.local_port for c in conns}
+    diag.close()
+
+
+def test_a_short_datagram_is_a_clear_error_not_a_hang() -> None:
+    diag = SockDiag()
+    view = memoryview(bytearray(CHUNK))
+    sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with sender, receiver:
+        sender.send(b"\x10\x00\x00")
+        with pytest.raises(AdapterError, match="datagram of 3 bytes, shorter than a header"):
+            diag._receive(
+                receiver, view, Dump(socket.AF_INET, frozenset({80}), kernel_filtered=True)
+            )
+        # A reply that says it is done where its messages do not end.
+        done = (20).to_bytes(4, sys.byteorder) + (3).to_bytes(2, sys.byteorder) + bytes(14)
+        diag_message = (100).to_bytes(4, sys.byteorder) + (20).to_bytes(2, sys.byteorder)
+        sender.send(diag_message + bytes(10) + done)
+        with pytest.raises(AdapterError, match="malformed message"):
+            diag._receive(
+                receiver, view, Dump(socket.AF_INET, frozenset({80}), kernel_filtered=True)
+            )
+    view.release()
+    diag.close()

@@ -147,6 +147,12 @@ def run_length(data: memoryview, start: int, end: int, layout: Layout) -> int:
     return count
 
 
+def _constant(view: memoryview, count: int) -> bool:
+    """Whether every item of a strided view equals the first (compared in C, as bytes)."""
+    raw = view.tobytes()
+    return raw == raw[: len(raw) // count] * count
+
+
 def _u16_be(view: memoryview) -> array[int]:
     values = array("H", view.tobytes())
     if _LITTLE:
@@ -251,18 +257,15 @@ class DumpParser:
         stride = layout.length
         last = (count - 1) * stride
         states = data[start + _STATE : start + _STATE + last + 1 : stride].tobytes()
-        local = _u16_be(_column(data, start, count, stride, _SPORT, "H"))
+        local_view = _column(data, start, count, stride, _SPORT, "H")
+        local = _u16_be(local_view)
+        # One watched port, and (behind a mesh proxy) one peer, are the common case: a field
+        # equal in every message of the run is repeated, not unpacked per message.
+        local_ports: Iterable[int] = local
+        if _constant(local_view, count):
+            local_ports = repeat(local[0])
         remote = _u16_be(_column(data, start, count, stride, _DPORT, "H"))
-        peers: Iterator[str]
-        if dump.family == socket.AF_INET:
-            peers = map(self._peers4.__getitem__, _column(data, start, count, stride, _DST, "I"))
-        else:
-            halves = zip(
-                _u64(data, start, count, stride, _DST),
-                _u64(data, start, count, stride, _DST + 8),
-                strict=True,
-            )
-            peers = map(self._peers6.__getitem__, halves)
+        peers = self._peers(data, start, count, stride, dump.family)
         cookies = _u64(data, start, count, stride, _COOKIE)
         rqueue = _column(data, start, count, stride, _RQUEUE, "I")
         wqueue = _column(data, start, count, stride, _WQUEUE, "I")
@@ -278,7 +281,7 @@ class DumpParser:
             acked = _u64(data, start, count, stride, info + _BYTES_ACKED)
             received = _u64(data, start, count, stride, info + _BYTES_RECEIVED)
         fields = zip(  # noqa: B905 - the repeat(None) columns are endless on purpose
-            local, peers, remote, states, cookies, rqueue, wqueue, recv, sent, acked, received
+            local_ports, peers, remote, states, cookies, rqueue, wqueue, recv, sent, acked, received
         )
         rows = map(_new, repeat(Connection), fields)
         if not dump.kernel_filtered:
@@ -301,6 +304,26 @@ class DumpParser:
             keep_bytes[index] = 0
             index = states.find(TcpState.LISTEN, index + 1)
         dump.connections.extend(compress(rows, keep_bytes))
+
+    def _peers(
+        self, data: memoryview, start: int, count: int, stride: int, family: int
+    ) -> Iterator[str]:
+        """The peers' text, from the cache, keyed by the native reading of the address."""
+        if family == socket.AF_INET:
+            address = _column(data, start, count, stride, _DST, "I")
+            if _constant(address, count):
+                return repeat(self._peers4[address[0]], count)
+            return map(self._peers4.__getitem__, address)
+        words = [_column(data, start, count, stride, _DST + 4 * i, "I") for i in range(4)]
+        if all(_constant(word, count) for word in words):
+            key = _KEY6.unpack(b"".join(word[:1].tobytes() for word in words))
+            return repeat(self._peers6[key], count)
+        halves = zip(
+            _u64(data, start, count, stride, _DST),
+            _u64(data, start, count, stride, _DST + 8),
+            strict=True,
+        )
+        return map(self._peers6.__getitem__, halves)
 
     def _one(self, data: memoryview, start: int, layout: Layout, dump: Dump) -> None:
         _, state, sport, dport, dst, cookie, rqueue, wqueue = _MSG.unpack_from(

@@ -39,6 +39,7 @@ NETLINK_SOCK_DIAG = 4
 NLM_F_REQUEST = 0x1
 NLM_F_DUMP = 0x300
 INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_BC_JMP = 1
 INET_DIAG_BC_S_EQ = 11
 _BC_OP = struct.Struct("=BBH")
 
@@ -51,17 +52,22 @@ _STATES = (1 << TcpState.ESTABLISHED) | (1 << TcpState.CLOSE_WAIT) | (1 << TcpSt
 def port_filter(ports: Iterable[int]) -> bytes:
     """inet_diag bytecode accepting sockets whose local port is any of `ports`.
 
-    The kernel runs ops in sequence: on a match it jumps `yes` bytes, otherwise `no` bytes.
-    Landing exactly at the end accepts; jumping past it (end + 4) rejects. Each S_EQ test is two
-    ops (8 bytes), the second carrying the port in its `no` field.
+    The kernel runs ops in sequence: on a match it jumps `yes` bytes, otherwise `no` bytes;
+    landing exactly at the end accepts, jumping past it (end + 4) rejects. Its audit
+    (`inet_diag_bc_audit`) follows the `yes` jumps from the start and wants every `no` to land on
+    that chain, so each test falls through on a match (`yes` = 8: S_EQ and the op carrying the
+    port) and the tests are joined as `ss` joins an "or": test; JMP to the end; next test. A
+    failed test's `no` (12) skips its own 8 bytes and the JMP, onto the next test; the last
+    one's lands past the end.
     """
     ordered = sorted(set(ports))
-    total = 8 * len(ordered)
     code = bytearray()
     for index, port in enumerate(ordered):
-        remaining = total - 8 * index
-        no = 8 if index < len(ordered) - 1 else 12
-        code += _BC_OP.pack(INET_DIAG_BC_S_EQ, remaining, no) + _BC_OP.pack(0, 0, port)
+        code += _BC_OP.pack(INET_DIAG_BC_S_EQ, 8, 12) + _BC_OP.pack(0, 0, port)
+        after = len(ordered) - 1 - index
+        if after:
+            rest = 8 * after + 4 * (after - 1)
+            code += _BC_OP.pack(INET_DIAG_BC_JMP, 4, rest + 4)
     return bytes(code)
 
 
