@@ -107,10 +107,10 @@ def plan_patch(
         settings["envoy"] = {
             "admin_url": parts.ENVOY_ADMIN_URL,
             "pilot_agent_url": parts.PILOT_AGENT_URL,
-            **shared.get("envoy", {}),
+            **(shared.get("envoy") or {}),
         }
     if plan.offline:
-        settings["offline_calls"] = [*shared.get("offline_calls", []), *plan.offline]
+        settings["offline_calls"] = [*(shared.get("offline_calls") or []), *plan.offline]
     settings, tuning = tuned(annotations, prefix, settings, OWN_KEYS)
     plan.warnings.extend(tuning)
     try:

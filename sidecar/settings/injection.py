@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations` here: the reader evaluates these annotations.
 
+import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
@@ -26,25 +27,35 @@ TOKEN_DIR = "/var/run/shutdown-coordinator"  # noqa: S105 - a path, not a secret
 PODINFO_DIR = "/etc/shutdown-coordinator"
 
 
+#: Where a Secret may be mounted: directories no program of the image lives in.
+_MOUNT_ROOTS = ("/etc/", "/var/run/", "/run/", "/secrets/", "/mnt/")
+#: The service account token the agent reads the API with (automounted there).
+_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def _nested(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
 def _mounts_ok(mounts: dict[str, str]) -> bool:
-    own = (TOKEN_DIR, PODINFO_DIR)
+    paths = [posixpath.normpath(p) if p.startswith("/") else "" for p in mounts.values()]
+    taken = (TOKEN_DIR, PODINFO_DIR, _SERVICE_ACCOUNT_DIR)
     return all(
         len(name) <= 253
         and bool(_PREFIX.match(name))
-        and path.startswith("/")
-        and ".." not in path.split("/")
-        and not any(
-            path == d or path.startswith(d + "/") or d.startswith(path.rstrip("/") + "/")
-            for d in own
-        )
-        for name, path in mounts.items()
+        and ".." not in raw.split("/")
+        and any((path + "/").startswith(root) and path + "/" != root for root in _MOUNT_ROOTS)
+        and not any(_nested(path, other) for other in (*taken, *paths[:index]))
+        for index, ((name, raw), path) in enumerate(zip(mounts.items(), paths, strict=True))
     )
 
 
-#: Secret name -> absolute directory in the agent, away from the agent's own mounts.
+#: Secret name -> directory in the agent, apart from each other and from the agent's own.
 SECRET_MOUNTS = Rule(
-    f"Secret names mapped to absolute directories outside {TOKEN_DIR} and {PODINFO_DIR}",
+    "Secret names mapped to distinct directories under /etc, /var/run, /run, /secrets or /mnt, "
+    f"none inside another, nor {TOKEN_DIR}, {PODINFO_DIR} or the service account's",
     _mounts_ok,
+    normalize=lambda mounts: {name: posixpath.normpath(p) for name, p in mounts.items()},
 )
 #: Non-root: the image's user.
 NON_ROOT = Rule("a user id other than 0", lambda v: 0 < v < 2**31)

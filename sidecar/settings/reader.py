@@ -268,8 +268,9 @@ class Reader:
 
     def _dict(self, hint: Any, value: Any, key: str) -> Any:
         if get_args(hint)[1] is object:  # settings of another schema, checked by its reader
-            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-                return self.expected(key, "a mapping", value)
+            if not isinstance(value, dict) or not _is_json(value):
+                what = "a mapping of plain values (text, numbers, lists, mappings with text keys)"
+                return self.expected(key, what, value)
             return dict(value)
         if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
@@ -318,6 +319,25 @@ class Reader:
         if from_env is INVALID:
             self.failed.add(key)
         return from_file if f.env.fallback and from_file is not MISSING else from_env
+
+
+#: Settings nest a few levels; deeper is no settings file (and would exhaust the stack).
+_JSON_DEPTH_MAX = 32
+
+
+def _is_json(value: object, depth: int = 0) -> bool:
+    """Whether YAML gave only what JSON can hold: no dates, bytes, non-text keys, NaN."""
+    if depth > _JSON_DEPTH_MAX:
+        return False
+    if value is None or isinstance(value, bool | int | str):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_is_json(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def _base(hint: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,23 @@ def test_secrets_are_mounted_read_only_and_optional_once(tmp_path: Path) -> None
         ({"secret_mounts": {"creds": "relative/dir"}}, "secret_mounts: expected Secret names"),
         ({"secret_mounts": {"creds": "/var/run/shutdown-coordinator"}}, "secret_mounts: expected"),
         ({"secret_mounts": {"creds": "/etc"}}, "secret_mounts: expected"),
-        ({"secret_mounts": {"Bad_Name": "/creds"}}, "secret_mounts: expected"),
+        ({"secret_mounts": {"Bad_Name": "/etc/creds"}}, "secret_mounts: expected"),
+        ({"secret_mounts": {"a": "/etc/creds", "b": "/etc/creds/"}}, "secret_mounts: expected"),
+        ({"secret_mounts": {"a": "/etc/creds", "b": "/etc/creds/x"}}, "secret_mounts: expected"),
+        ({"secret_mounts": {"a": "/usr"}}, "secret_mounts: expected"),
+        ({"secret_mounts": {"a": "/var/run/secrets"}}, "secret_mounts: expected"),
+        (
+            {"agent_settings": {"phases": {"quiesce_min_seconds": dt.date(2020, 1, 1)}}},
+            "agent_settings: expected a mapping of plain values",
+        ),
+        (
+            {"agent_settings": {"traffic": {1: 2}}},
+            "agent_settings: expected a mapping of plain values",
+        ),
+        (
+            {"agent_settings": {"phases": {"quiesce_min_seconds": b"x"}}},
+            "agent_settings: expected a mapping of plain values",
+        ),
     ],
 )
 def test_a_bad_template_is_refused_naming_the_key(data: dict[str, Any], named: str) -> None:
@@ -174,3 +191,20 @@ def test_the_documented_template_is_read_as_written() -> None:
     template = template_from(yaml.safe_load(example))
     assert template.secret_mounts == {"etcd-credentials": "/var/run/etcd-credentials"}
     assert template.agent_settings["phases"] == {"drain_max_seconds": 20}
+
+
+def test_null_groups_in_the_shared_settings_are_as_if_absent(tmp_path: Path) -> None:
+    """`envoy: null` or `offline_calls: null` in a template must not break meshed pods."""
+    template = template_from({"agent_settings": {"envoy": None, "offline_calls": None}})
+    source = pod(proxy=True)
+    source["spec"]["containers"][0]["lifecycle"] = {
+        "preStop": {"httpGet": {"path": "/bye", "port": 8080}}
+    }
+    settings = agent_loads(injected(template, source), tmp_path)
+    assert settings.envoy.admin_url == "http://127.0.0.1:15000"
+    assert [c.name for c in settings.offline_calls] == ["prestop-web"]
+
+
+def test_a_mount_path_is_written_normalised() -> None:
+    template = template_from({"secret_mounts": {"creds": "/etc/creds/"}})
+    assert template.secret_mounts == {"creds": "/etc/creds"}
