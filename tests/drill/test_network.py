@@ -18,6 +18,7 @@ from sidecar.drill.network import (
     leftovers,
     netns_unavailable,
     open_socket_in,
+    owner,
 )
 from sidecar.drill.params import DrillParams
 
@@ -36,7 +37,7 @@ async def _connect_from(netns: str, host: str, port: int) -> None:
 async def _look_around_then_fail(network: Network) -> None:
     assert network.mode == "netns"
     assert network.description.startswith("netns (198.1")
-    made = leftovers(os.getpid())
+    made = leftovers(owner())
     names = sorted(p.netns for p in network.pods if p.netns)
     assert names == sorted(n for n in made if n.endswith(("web-1", "web-2")))
     first = network.pods[0]
@@ -71,7 +72,7 @@ async def test_each_pod_gets_a_namespace_with_lo_and_a_veth_and_all_goes_even_on
     with pytest.raises(RuntimeError, match="the scenario failed"):
         async with plan.pods(["web-1", "web-2"]) as network:
             await _look_around_then_fail(network)
-    assert leftovers(os.getpid()) == []
+    assert leftovers(owner()) == []
 
 
 def test_without_root_auto_falls_back_to_loopback_and_says_why(
@@ -125,7 +126,7 @@ async def test_coordinated_in_network_namespaces_loses_nothing_and_leaves_nothin
     sigterm = result.killed["app"].sigterm_at
     assert sigterm is not None
     assert sigterm >= result.moved_at
-    assert leftovers(os.getpid()) == []
+    assert leftovers(owner()) == []
 
 
 @NEEDS_NETNS
@@ -137,11 +138,11 @@ async def test_a_scenario_that_fails_in_netns_still_tears_its_namespaces_down(
 
     async def api_down(*_args: object, **_kwargs: object) -> Path:
         # The pods run by now, each in its namespace.
-        seen.extend(leftovers(os.getpid()))
+        seen.extend(leftovers(owner()))
         raise RuntimeError("the API stand-in did not start")
 
     monkeypatch.setattr(Cluster, "start", api_down)
     with pytest.raises(RuntimeError, match="the API stand-in did not start"):
         await run_all(SMALL, ["coordinated"])
     assert any(name.endswith("web-1") for name in seen)
-    assert leftovers(os.getpid()) == []
+    assert leftovers(owner()) == []
