@@ -19,7 +19,7 @@ from sidecar.drill import envoy_config
 from sidecar.drill.network import open_socket_in
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
     from sidecar.drill.network import PodNet
 
@@ -126,6 +126,20 @@ async def spawn(
     return Proc(name, process, log_path)
 
 
+@contextlib.asynccontextmanager
+async def stopped_on_failure(proc: Proc) -> AsyncIterator[Proc]:
+    """`proc`, stopped if the block fails or is cancelled: a half-started pod leaks nothing.
+
+    A process left running in a pod's namespace would keep that namespace alive after the
+    drill deleted it.
+    """
+    try:
+        yield proc
+    except BaseException:
+        await proc.stop()
+        raise
+
+
 async def start_app(
     workdir: Path,
     *,
@@ -151,7 +165,8 @@ async def start_app(
         str(latency_ms[1]),
     ]
     proc = await spawn(name, argv, workdir, pod=pod)
-    await wait_for_port(host, port, netns=pod.netns if pod else None)
+    async with stopped_on_failure(proc):
+        await wait_for_port(host, port, netns=pod.netns if pod else None)
     return proc
 
 
@@ -190,8 +205,9 @@ async def start_envoy(
     argv = envoy_config.command(envoy_binary(), str(config_path))
     proc = await spawn(name, argv, workdir, pod=pod)
     netns = pod.netns if pod else None
-    await wait_for_port(host, listen_port, netns=netns)
-    await wait_for_port("127.0.0.1", admin_port, netns=netns)
+    async with stopped_on_failure(proc):
+        await wait_for_port(host, listen_port, netns=netns)
+        await wait_for_port("127.0.0.1", admin_port, netns=netns)
     return proc
 
 
@@ -205,8 +221,9 @@ async def start_ingress(
     )
     config_path.write_text(json.dumps(document), encoding="utf-8")
     proc = await spawn("ingress", envoy_config.command(envoy_binary(), str(config_path)), workdir)
-    await wait_for_port("127.0.0.1", listen_port)
-    await wait_for_port("127.0.0.1", admin_port)
+    async with stopped_on_failure(proc):
+        await wait_for_port("127.0.0.1", listen_port)
+        await wait_for_port("127.0.0.1", admin_port)
     return proc
 
 
@@ -230,7 +247,8 @@ async def run_agent(
 ) -> Proc:
     """The agent started as `argv` with `env`, serving its hooks on host:port once this returns."""
     agent = await spawn("agent", argv, workdir, env, pod=pod)
-    await wait_for_port(host, port)
+    async with stopped_on_failure(agent):
+        await wait_for_port(host, port)
     return agent
 
 
@@ -238,5 +256,6 @@ async def start_pilot_agent(workdir: Path, *, port: int, pod: PodNet | None = No
     """The pilot-agent stand-in on the pod's 127.0.0.1:port, serving once this returns."""
     argv = [sys.executable, "-m", "sidecar.drill.pilot", "--port", str(port)]
     proc = await spawn("pilot-agent", argv, workdir, pod=pod)
-    await wait_for_port("127.0.0.1", port, netns=pod.netns if pod else None)
+    async with stopped_on_failure(proc):
+        await wait_for_port("127.0.0.1", port, netns=pod.netns if pod else None)
     return proc

@@ -29,6 +29,7 @@ from sidecar.drill.procs import (
     start_app,
     start_envoy,
     start_pilot_agent,
+    stopped_on_failure,
 )
 from sidecar.drill.registry import CONFIGURATORS, DISABLED, PROVIDERS
 
@@ -110,16 +111,17 @@ async def start_pod(workdir: Path, net: PodNet, params: DrillParams) -> Pod:
         latency_ms=params.latency_ms,
         pod=net,
     )
-    envoy = await start_envoy(
-        folder,
-        name="envoy",
-        host=net.ip,
-        listen_port=ports.envoy,
-        admin_port=ports.admin,
-        app_host="127.0.0.1" if own else net.ip,
-        app_port=ports.app,
-        pod=net,
-    )
+    async with stopped_on_failure(app):
+        envoy = await start_envoy(
+            folder,
+            name="envoy",
+            host=net.ip,
+            listen_port=ports.envoy,
+            admin_port=ports.admin,
+            app_host="127.0.0.1" if own else net.ip,
+            app_port=ports.app,
+            pod=net,
+        )
     return Pod(net.name, net.ip, app, envoy, ports.app, ports.envoy, ports.admin, net, ports)
 
 
@@ -192,7 +194,7 @@ async def _coordinated(
     """The plain pod injected by plan_patch; the agent, env and hooks are the injected pod's."""
     folder = workdir / pod.name
     pilot = await start_pilot_agent(folder, port=pod.ports.pilot, pod=pod.net)
-    try:
+    async with stopped_on_failure(pilot):
         known = PlainPod(
             pod.name,
             cluster.uid,
@@ -212,9 +214,6 @@ async def _coordinated(
         agent_proc = await run_agent(
             folder, agent.argv, agent.env, host=pod.ip, port=port, pod=pod.net
         )
-    except BaseException:
-        await pilot.stop()
-        raise
     procs = {"app": pod.app, PROXY: pod.envoy, injected.template.container_name: agent_proc}
     # In the injected pod's order: native sidecars stop in reverse declaration order (C3).
     containers = [

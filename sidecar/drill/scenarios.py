@@ -117,10 +117,12 @@ async def run_scenario(
     finally:
         if callers is not None:
             await callers.abandon()
-        for proc in procs:
-            await proc.stop()
+        # Every process is stopped and the stand-ins too, even if one of them fails to stop.
+        stopped = await asyncio.gather(*(proc.stop() for proc in procs), return_exceptions=True)
         await registry.stop()
         await cluster.stop()
+        if failed := [e for e in stopped if isinstance(e, BaseException)]:
+            raise failed[0]
 
 
 async def _collect(
