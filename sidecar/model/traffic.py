@@ -12,6 +12,9 @@ if TYPE_CHECKING:
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+#: A policy remembers this many peers' answers, then starts over (bounded memory).
+MAX_REMEMBERED_PEERS = 65536
+
 
 class TcpState(IntEnum):
     """Kernel TCP states (include/net/tcp_states.h), as /proc/net/tcp and sock_diag number them."""
@@ -69,13 +72,24 @@ class TrafficPolicy:
     inbound_ports: frozenset[int]
     #: Peers that are not traffic: the node (kubelet probes and hooks), configured ranges.
     ignored_peers: tuple[Network, ...] = ()
+    #: Answers so far, kept across samples: parsing an address costs more than the rest of a
+    #: connection's handling, and a shutdown sees the same peers sample after sample.
+    _answers: dict[str, bool] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def ignores(self, ip: str) -> bool:
         """Whether connections from this peer are not traffic."""
         if not self.ignored_peers:
             return False
-        address = ipaddress.ip_address(ip)
-        return any(address in net for net in self.ignored_peers)
+        answer = self._answers.get(ip)
+        if answer is None:
+            address = ipaddress.ip_address(ip)
+            answer = any(address in net for net in self.ignored_peers)
+            if len(self._answers) >= MAX_REMEMBERED_PEERS:
+                self._answers.clear()
+            self._answers[ip] = answer
+        return answer
 
 
 @dataclass(frozen=True)
@@ -143,15 +157,9 @@ def assess(sample: TrafficSample, policy: TrafficPolicy) -> TrafficView:
     by_port: dict[int, int] = {}
     keys: list[int] = []
     freshest_ms: int | None = None
-    # Many connections share a few peers (proxies, load balancers): decide each peer once.
-    ignored: dict[str, bool] = {}
+    ports, ignores = policy.inbound_ports, policy.ignores
     for conn in sample.connections:
-        if conn.local_port not in policy.inbound_ports:
-            continue
-        skip = ignored.get(conn.remote_ip)
-        if skip is None:
-            skip = ignored[conn.remote_ip] = policy.ignores(conn.remote_ip)
-        if skip:
+        if conn.local_port not in ports or ignores(conn.remote_ip):
             continue
         if conn.state == TcpState.CLOSE_WAIT:
             close_wait += 1

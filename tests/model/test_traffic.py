@@ -131,3 +131,18 @@ def test_group_exit_needs_ports_and_processes_gone(
     listening: set[int], running: bool | None, exited: bool
 ) -> None:
     assert group_exited(sample(listening=listening), frozenset({8080}), running) is exited
+
+
+def test_a_policy_parses_each_peer_once_across_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = policy_for({8080}, "10.0.0.1")
+    parsed: list[str] = []
+    parse = ipaddress.ip_address
+
+    def counting(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        parsed.append(ip)
+        return parse(ip)
+
+    monkeypatch.setattr(ipaddress, "ip_address", counting)
+    for _ in range(3):  # three samples of the same two peers
+        assess(sample(conn(key=1), conn(key=2, peer="10.0.0.1")), policy)
+    assert sorted(parsed) == ["10.0.0.1", "10.0.0.9"]
