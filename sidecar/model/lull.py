@@ -11,6 +11,7 @@ the real ones, which makes a learned window longer, never shorter.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -30,6 +31,10 @@ SAME_ARRIVAL_SECONDS = 0.01
 #: Beyond this many streams (a pod called straight by thousands of clients) new peers share one
 #: stream per port, which only makes their window more careful.
 MAX_STREAMS = 4096
+#: An arrival on one port that another port's arrival dates within this is the same request
+#: passed on: a meshed pod's proxy forwards to the app within a millisecond or so, and tcp_info
+#: counts in jiffies. A coincidence only makes an arrival unexplained, which errs long.
+EXPLAINED_SECONDS = 0.02
 
 
 class Seen(NamedTuple):
@@ -40,7 +45,7 @@ class Seen(NamedTuple):
     idle: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stream:
     """What the samples taught about one stream (or, as `LullTrack.pod`, about all of them)."""
 
@@ -79,42 +84,76 @@ class LullTrack:
     """Everything `decide` needs, folded sample by sample."""
 
     sampled_at: float | None = None
+    #: The sample before it: a close first seen in the latest sample happened after this.
+    previous_at: float | None = None
     has_timing: bool = True
     open: Mapping[int, Seen] = field(default_factory=dict)
+    #: Half-closed connections (CLOSE_WAIT): the request the peer sent before its FIN is an
+    #: arrival, but the peer has closed, so the connection is not open.
+    closing: Mapping[int, Seen] = field(default_factory=dict)
     streams: Mapping[StreamKey, Stream] = field(default_factory=dict)
     #: Every arrival on every port, the proxy's connections to the app included.
     pod: Stream = field(default_factory=Stream)
+    #: Per local port, the arrivals no arrival on another port explains: on an app port behind
+    #: the pod's proxy, requests from callers its entry ports never showed (short connections
+    #: opened and closed between two samples).
+    unexplained: Mapping[int, Stream] = field(default_factory=dict)
+    #: The latest sample's arrivals per port, sorted, to explain the next sample's.
+    recent: Mapping[int, list[float]] = field(default_factory=dict)
+    #: Streams with a connection open at the latest sample, and streams marked departed: the
+    #: only ones a sample can change without touching them (so a fold skips the others).
+    counted: frozenset[StreamKey] = frozenset()
+    departing: frozenset[StreamKey] = frozenset()
     #: Whether any inbound connection or arrival was ever seen.
     seen_any: bool = False
 
 
 def fold(track: LullTrack, sample: TrafficSample, policy: TrafficPolicy) -> LullTrack:
     """The track after one more sample."""
-    first = track.sampled_at is None
-    previous = sample.taken_at if track.sampled_at is None else track.sampled_at
-    read = _read(track, sample, policy)
-    idle_closed = {s.stream for k, s in track.open.items() if s.idle and k not in read.open}
+    first, now = track.sampled_at is None, sample.taken_at
+    previous = now if track.sampled_at is None else track.sampled_at
+    # A source change (netlink to /proc) gives every connection a new identity: no close can be
+    # told from it, and every connection is new again (an arrival now, which errs long).
+    switched = not first and sample.has_timing != track.has_timing
+    known = LullTrack(streams=track.streams) if switched else track
+    read = _read(known, sample, policy)
+    idle_closed = {s.stream for k, s in known.open.items() if s.idle and k not in read.open}
     pod = track.pod.arrive(sorted(a for ts in read.arrivals.values() for a in ts), learn=not first)
-    pod = _history(pod, sample.taken_at, first=first)
+    pod = _history(pod, now, first=first)
     streams = dict(track.streams)
-    for key in set(streams) | set(read.counts):
-        stream = streams.get(key) or Stream()
-        times = read.arrivals.get(key)
-        if times:
-            stream = stream.arrive(sorted(times), learn=not first)
-        stream = _history(stream, sample.taken_at, first=first)
-        n_open, n_idle = read.counts.get(key, (0, 0))
-        if (stream.open, stream.idle_open) != (n_open, n_idle):
-            stream = replace(stream, open=n_open, idle_open=n_idle)
-        if key in idle_closed:
-            stream = replace(stream, idle_closed_after=previous)
-        streams[key] = _departure(stream, pod, sample.taken_at)
+    departing = set(track.departing)
+    touched = set(read.counts) | set(read.arrivals) | idle_closed | track.counted
+    if pod.last_arrival_at != track.pod.last_arrival_at:
+        touched |= departing  # a new arrival may refute a departure
+    empty, no_counts = Stream(), (0, 0)
+    for key in touched:
+        stream = streams[key] = _step(
+            streams.get(key) or empty,
+            sorted(read.arrivals.get(key) or ()),
+            read.counts.get(key, no_counts),
+            previous if key in idle_closed else None,
+            pod,
+            now,
+            first=first,
+        )
+        if stream.departed_at is None:
+            departing.discard(key)
+        else:
+            departing.add(key)
+    for times in read.by_port.values():
+        times.sort()
     return LullTrack(
-        sampled_at=sample.taken_at,
+        sampled_at=now,
+        previous_at=track.sampled_at,
         has_timing=sample.has_timing,
         open=read.open,
+        closing=read.closing,
         streams=streams,
         pod=pod,
+        unexplained=_unexplained(track, read.by_port, now, first=first),
+        recent=read.by_port,
+        counted=frozenset(read.counts),
+        departing=frozenset(departing),
         seen_any=track.seen_any or bool(read.open) or pod.last_arrival_at is not None,
     )
 
@@ -124,44 +163,77 @@ class _Read:
     """One sample's inbound connections, by stream."""
 
     open: dict[int, Seen] = field(default_factory=dict)
+    closing: dict[int, Seen] = field(default_factory=dict)
     arrivals: dict[StreamKey, list[float]] = field(default_factory=dict)
+    by_port: dict[int, list[float]] = field(default_factory=dict)
     #: stream -> (open, idle open)
     counts: dict[StreamKey, tuple[int, int]] = field(default_factory=dict)
+    #: Streams this sample adds, counted against MAX_STREAMS with the known ones.
+    fresh: set[StreamKey] = field(default_factory=set)
 
 
 def _read(track: LullTrack, sample: TrafficSample, policy: TrafficPolicy) -> _Read:
     read = _Read()
-    ignored: dict[str, bool] = {}
-    timing = sample.has_timing
+    timing, now = sample.has_timing, sample.taken_at
+    ports, ignores, streams = policy.inbound_ports, policy.ignores, track.streams
     for conn in sample.connections:
-        if conn.local_port not in policy.inbound_ports or conn.state != TcpState.ESTABLISHED:
-            continue  # CLOSE_WAIT: the peer has closed it, so it counts as gone
-        skip = ignored.get(conn.remote_ip)
-        if skip is None:
-            skip = ignored[conn.remote_ip] = policy.ignores(conn.remote_ip)
-        if skip:
+        if conn.local_port not in ports:
             continue
-        before = track.open.get(conn.key)
+        if conn.state == TcpState.ESTABLISHED:
+            established = True
+        elif conn.state == TcpState.CLOSE_WAIT:
+            established = False
+        else:
+            continue
+        if ignores(conn.remote_ip):
+            continue
+        before = track.open.get(conn.key) or track.closing.get(conn.key)
         at = None
         if timing and conn.last_recv_ms is not None:
-            at = sample.taken_at - conn.last_recv_ms / 1000
+            at = now - conn.last_recv_ms / 1000
         if before is None:  # a new connection: its first byte, or its handshake
-            key = _stream_key(track, conn.remote_ip, conn.local_port)
-            arrival: float | None = sample.taken_at if at is None else at
+            key = _stream_key(streams, read.fresh, conn.remote_ip, conn.local_port)
+            arrival: float | None = now if at is None else at
         else:
             key = before.stream
             moved = at is not None and (
                 before.arrival_at is None or at > before.arrival_at + SAME_ARRIVAL_SECONDS
             )
             arrival = at if moved else None
-        idle = not is_in_flight(conn, has_timing=timing)
         latest = arrival if arrival is not None else (before.arrival_at if before else None)
-        read.open[conn.key] = Seen(key, latest, idle)
         if arrival is not None:
             read.arrivals.setdefault(key, []).append(arrival)
+            read.by_port.setdefault(conn.local_port, []).append(arrival)
+        if not established:  # the peer closed it: its request counts, the connection does not
+            read.closing[conn.key] = Seen(key, latest, idle=False)
+            continue
+        idle = not is_in_flight(conn, has_timing=timing)
+        read.open[conn.key] = Seen(key, latest, idle)
         n_open, n_idle = read.counts.get(key, (0, 0))
         read.counts[key] = (n_open + 1, n_idle + idle)
     return read
+
+
+def _unexplained(
+    track: LullTrack, by_port: Mapping[int, list[float]], now: float, *, first: bool
+) -> dict[int, Stream]:
+    """Each port's arrivals that no other port's, in this sample or the one before, explains."""
+    result = dict(track.unexplained)
+    for port, times in by_port.items():
+        others = [ts for p, ts in by_port.items() if p != port]
+        others += [ts for p, ts in track.recent.items() if p != port]
+        alone = [t for t in times if not any(_near(ts, t) for ts in others)]
+        stream = result.get(port) or Stream()
+        if alone:
+            stream = stream.arrive(alone, learn=not first)
+        result[port] = _history(stream, now, first=first)
+    return result
+
+
+def _near(times: list[float], at: float) -> bool:
+    """Whether sorted `times` holds one within EXPLAINED_SECONDS of `at`."""
+    i = bisect_left(times, at - EXPLAINED_SECONDS)
+    return i < len(times) and times[i] <= at + EXPLAINED_SECONDS
 
 
 def _history(stream: Stream, now: float, *, first: bool) -> Stream:
@@ -171,18 +243,47 @@ def _history(stream: Stream, now: float, *, first: bool) -> Stream:
     return replace(stream, history_from=now if first else stream.last_arrival_at)
 
 
-def _stream_key(track: LullTrack, ip: str, port: int) -> StreamKey:
+def _stream_key(
+    streams: Mapping[StreamKey, Stream], fresh: set[StreamKey], ip: str, port: int
+) -> StreamKey:
     key = (ip, port)
-    if key in track.streams or len(track.streams) < MAX_STREAMS:
+    if key in streams or key in fresh:
+        return key
+    if len(streams) + len(fresh) < MAX_STREAMS:
+        fresh.add(key)
         return key
     return ("*", port)
 
 
-def _departure(stream: Stream, pod: Stream, now: float) -> Stream:
-    """Mark the stream departed the first time the evidence holds, and keep the first date."""
-    if departed(stream, pod):
-        return stream if stream.departed_at is not None else replace(stream, departed_at=now)
-    return replace(stream, departed_at=None) if stream.departed_at is not None else stream
+def _step(
+    stream: Stream,
+    times: list[float],
+    counts: tuple[int, int],
+    idle_closed_after: float | None,
+    pod: Stream,
+    now: float,
+    *,
+    first: bool,
+) -> Stream:
+    """One stream after a sample, built once (a fold may touch thousands of streams)."""
+    moved = stream.arrive(times, learn=not first) if times else stream
+    new = Stream(
+        moved.last_arrival_at,
+        _history(moved, now, first=first).history_from,
+        moved.largest_gap_seconds,
+        moved.gaps,
+        counts[0],
+        counts[1],
+        stream.idle_closed_after if idle_closed_after is None else idle_closed_after,
+        moved.departed_at,
+    )
+    # Marked departed the first time the evidence holds, keeping that first date.
+    if departed(new, pod):
+        departed_at = now if new.departed_at is None else new.departed_at
+    else:
+        departed_at = None
+    new = replace(new, departed_at=departed_at) if departed_at != new.departed_at else new
+    return stream if new == stream else new
 
 
 def departed(stream: Stream, pod: Stream) -> bool:

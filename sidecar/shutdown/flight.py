@@ -304,4 +304,5 @@ def quiet_bounds(phases: PhaseSettings, proxy_group: ReleaseGroup | None) -> Qui
         quiesce_min_seconds=phases.quiesce_min_seconds,
         idle_hold_seconds=phases.idle_hold_seconds,
         entry_ports=entry,
+        quiesce_max_seconds=phases.quiesce_max_seconds,
     )

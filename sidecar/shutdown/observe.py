@@ -78,13 +78,17 @@ class TrafficMonitor:
                 if self.errors in (1, 10, 100):
                     log.warning("traffic_sample_failed", error=str(e), failures=self.errors)
             else:
+                # Tens of milliseconds with ten thousand sockets (docs/benchmarks.md): off the
+                # loop. Only this task folds, so the track cannot change meanwhile.
+                self.view, self.lull = await asyncio.to_thread(self._digest, self.lull, sample)
                 self.latest = sample
-                self.view = assess(sample, self.policy)
-                self.lull = fold(self.lull, sample, self.policy)
                 self.samples += 1
                 async with self._changed:
                     self._changed.notify_all()
             await asyncio.sleep(next_delay(self._interval, loop.time() - started))
+
+    def _digest(self, lull: LullTrack, sample: TrafficSample) -> tuple[TrafficView, LullTrack]:
+        return assess(sample, self.policy), fold(lull, sample, self.policy)
 
     async def wait_until(
         self, predicate: Callable[[TrafficMonitor], bool], deadline: float

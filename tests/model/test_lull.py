@@ -147,8 +147,11 @@ def test_steady_traffic_learns_the_shortest_window_and_ends_just_after_the_move(
     ingress.drop(M)
     ended, decision = run(conns, until=30)
     assert decision.ended_by in {"lull", "peers_closed"}
-    assert decision.window_seconds == pytest.approx(BOUNDS.min_window_seconds)
-    assert last + BOUNDS.min_window_seconds <= ended <= last + BOUNDS.min_window_seconds + INTERVAL
+    # At 50/s the random tail for a 30 s cap: ln(1000 * 50 * 30) / 50 s, at 500/s the least.
+    assert decision.window_seconds == pytest.approx(0.2 if rate > 100 else 0.3, abs=0.01)
+    # An idle connection's close is confirmed by a second sample: one more interval at most.
+    window = decision.window_seconds
+    assert last + window <= ended <= last + window + 2 * INTERVAL
 
 
 def test_steady_traffic_through_the_proxy_drain_ends_one_window_after_the_last_request() -> None:
@@ -157,7 +160,7 @@ def test_steady_traffic_through_the_proxy_drain_ends_one_window_after_the_last_r
     last = steady(ingress, 50, start=-5.0, stop=M)
     ended, decision = run(conns, until=30)
     assert decision.ended_by == "lull"
-    assert decision.window_seconds < 0.3
+    assert decision.window_seconds < 0.35
     assert last + decision.window_seconds <= ended <= last + decision.window_seconds + INTERVAL
 
 
@@ -221,7 +224,7 @@ def test_traffic_that_never_stops_never_ends_quiesce() -> None:
     ended, decision = run(conns, until=30)
     assert ended == 30
     assert decision.ended_by is None
-    assert decision.waiting_on.startswith("a lull of 0.2 s from")
+    assert decision.waiting_on.startswith("a lull of 0.3")
 
 
 def test_no_connection_and_no_arrival_ends_at_the_minimum() -> None:
@@ -261,17 +264,18 @@ def test_an_arrival_in_the_interval_of_the_close_refutes_the_departure() -> None
     [
         (Stream(), 2.0),  # nothing learned
         (Stream(10.0, 0.0, 0.01, 2), 2.0),  # too few gaps
-        (Stream(10.0, 0.0, 0.01, 500), 0.2),  # dense: the least window
+        (Stream(10.0, 0.0, 0.01, 1000), 0.2),  # dense: the least window
+        (Stream(10.0, 0.0, 0.01, 500), 0.284),  # 50/s at random: ln(1000 * 50 * 30) / 50
         (Stream(10.0, 0.0, 1.0, 300), 1.15),  # bursts every second, 10 s watched
         (Stream(10.0, 9.0, 0.3, 100), 0.38),  # 0.3 s at most between requests, 1 s watched
         (Stream(10.0, 9.8, 0.3, 100), 2.0),  # the same, watched 0.2 s: not a window long
         (Stream(10.0, 0.0, 0.9, 20), 2.0),  # 2 requests/s at random: the tail, not the largest
-        (Stream(10.0, 0.0, 0.1, 200), 0.345),  # 20 requests/s at random
+        (Stream(10.0, 0.0, 0.1, 200), 0.665),  # 20 requests/s at random
         (Stream(10.0, 0.0, 5.0, 3), 2.0),  # longer than the bound
     ],
 )
 def test_learned_window(stream: Stream, window: float) -> None:
-    assert learned_window(stream, BOUNDS) == pytest.approx(window)
+    assert learned_window(stream, BOUNDS) == pytest.approx(window, abs=0.001)
 
 
 def test_without_tcp_timing_the_window_is_the_bound() -> None:
