@@ -136,10 +136,7 @@ def fold(track: LullTrack, sample: TrafficSample, policy: TrafficPolicy) -> Lull
             now,
             first=first,
         )
-        if stream.departed_at is None:
-            departing.discard(key)
-        else:
-            departing.add(key)
+        (departing.discard if stream.departed_at is None else departing.add)(key)
     for times in read.by_port.values():
         times.sort()
     return LullTrack(
