@@ -168,17 +168,56 @@ def time_wait_sockets() -> float:
 
 _CLIENTS = """
 import socket, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
-held = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+port, n, peers = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+def connect(i):
+    s = socket.socket()
+    if peers > 1:  # the port is picked at connect, by the whole 4-tuple (IP_BIND_ADDRESS_NO_PORT)
+        s.setsockopt(socket.SOL_IP, 24, 1)
+        s.bind((f"127.0.{i % peers // 250}.{i % peers % 250 + 1}", 0))
+    s.connect(("127.0.0.1", port))
+    return s
+held = [connect(i) for i in range(n)]
 print("ready", flush=True)
 sys.stdin.read()
 """
 
 
-def sample_cost(connections: int, repeats: int = 30) -> dict[str, float]:
-    """Cost of one sample with `connections` established on the watched port.
+def _kernel_floor(nl: socket.socket, buffer: bytearray, ports: frozenset[int]) -> None:
+    """The dump alone: the kernel's work plus a walk over message headers, no parsing."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        nl.send(dump_request(family, ports, kernel_filter=True))
+        done = False
+        while not done:
+            size, offset = nl.recv_into(buffer), 0
+            while offset < size:
+                length, kind = NLMSGHDR.unpack_from(buffer, offset)[:2]
+                if kind == NLMSG_DONE:
+                    done = True
+                    break
+                offset += (length + 3) & ~3
 
-    The client ends live in a helper process, so each process stays under the fd limit.
+
+def _timed_in_turns(measured: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median ms of each, timed one after the other in every round."""
+    times: dict[str, list[float]] = {name: [] for name in measured}
+    for _ in range(repeats):
+        for name, fn in measured.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: 1000 * statistics.median(values) for name, values in times.items()}
+
+
+def sample_cost(connections: int, repeats: int = 30, peers: int = 1) -> dict[str, float]:
+    """Cost of one sample with `connections` established on the watched port (ms, medians).
+
+    The client ends live in a helper process, so each process stays under the fd limit; they
+    come from `peers` loopback addresses (one, as behind a mesh proxy, unless asked).
+
+    `floor` is the kernel's part: the very requests the sampler sends (same states, the one
+    extension INET_DIAG_INFO, the same port bytecode), with only the message headers walked.
+    `ratio` is `netlink` over `floor`. All are timed in turns, so a neighbour's load falls on
+    each alike.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -188,7 +227,7 @@ def sample_cost(connections: int, repeats: int = 30) -> dict[str, float]:
     server.listen(connections)
     port = server.getsockname()[1]
     helper = subprocess.Popen(
-        [sys.executable, "-c", _CLIENTS, str(port), str(connections)],
+        [sys.executable, "-c", _CLIENTS, str(port), str(connections), str(peers)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
@@ -198,44 +237,29 @@ def sample_cost(connections: int, repeats: int = 30) -> dict[str, float]:
     ports = frozenset({port})
     policy = policy_for(ports, "10.0.0.1")
     diag = SockDiag()
-
-    def timed(fn: Callable[[], object]) -> float:
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return 1000 * statistics.median(times)
-
-    def netlink_sample() -> None:
-        listening, conns = diag.read(ports)
-        assert len(conns) == connections, len(conns)
-        assess(TrafficSample(0.0, listening, conns, has_timing=True), policy)
-
     floor_socket = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
     buffer = bytearray(1 << 20)
 
-    def kernel_floor() -> None:
-        """The dump alone: the kernel's work plus a walk over message headers, no parsing."""
-        for family in (socket.AF_INET, socket.AF_INET6):
-            floor_socket.send(dump_request(family, ports, kernel_filter=True))
-            done = False
-            while not done:
-                size, offset = floor_socket.recv_into(buffer), 0
-                while offset < size:
-                    length, kind = NLMSGHDR.unpack_from(buffer, offset)[:2]
-                    if kind == NLMSG_DONE:
-                        done = True
-                        break
-                    offset += (length + 3) & ~3
+    def netlink() -> None:
+        listening, conns = diag.read(ports)
+        assert (listening, len(conns)) == (ports, connections), (listening, len(conns))
 
-    result = {
-        "time_wait": time_wait_sockets(),
-        "floor": timed(kernel_floor),
-        "netlink": timed(lambda: diag.read(ports)),
-        "netlink+assess": timed(netlink_sample),
-        "proc": timed(lambda: procnet.read(ports)),
-    }
+    def netlink_sample() -> None:
+        listening, conns = diag.read(ports)
+        assess(TrafficSample(0.0, listening, conns, has_timing=True), policy)
+
+    result = _timed_in_turns(
+        {
+            "floor": lambda: _kernel_floor(floor_socket, buffer, ports),
+            "netlink": netlink,
+            "netlink+assess": netlink_sample,
+            "proc": lambda: procnet.read(ports),
+        },
+        repeats,
+    )
+    result["ratio"] = result["netlink"] / result["floor"]
+    result["time_wait"] = time_wait_sockets()
+    assert diag._kernel_filter, "the kernel refused the port filter"  # noqa: SLF001 - a check
     diag.close()
     floor_socket.close()
     helper.communicate(b"")

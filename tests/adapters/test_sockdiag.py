@@ -139,6 +139,7 @@ async def test_the_source_samples_on_the_loop_clock_and_falls_back_to_proc() -> 
         proc.close()
 
 
+IP_BIND_ADDRESS_NO_PORT = 24  # include/uapi/linux/in.h; not in Python's socket module before 3.12
 #: More than inetdiag.MIN_RUN, so the kernel's reply has runs parsed column by column.
 MANY = 40
 
@@ -159,8 +160,13 @@ def served(
         port = server.getsockname()[1]
         pairs = []
         for i in range(count):
-            source = (f"127.0.0.{i + 1}", 0) if host == "127.0.0.1" else None
-            client = stack.enter_context(socket.create_connection((host, port), None, source))
+            client = stack.enter_context(socket.socket(family))
+            if family == socket.AF_INET:
+                # Its own address, the port picked at connect by the whole 4-tuple: a busy
+                # machine's TIME_WAIT sockets do not run bind() out of ports.
+                client.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                client.bind((f"127.0.0.{i + 1}", 0))
+            client.connect((host, port))
             accepted = stack.enter_context(server.accept()[0])
             client.sendall(b"q" * (100 + i))
             assert accepted.recv(100 + i, socket.MSG_WAITALL) == b"q" * (100 + i)
@@ -262,9 +268,10 @@ def test_dual_stack_listener_reports_ipv4_peers_as_ipv4() -> None:
         server.listen(MANY)
         port = server.getsockname()[1]
         for i in range(MANY):
-            stack.enter_context(
-                socket.create_connection(("127.0.0.1", port), None, (f"127.0.0.{i + 1}", 0))
-            )
+            client = stack.enter_context(socket.socket())
+            client.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            client.bind((f"127.0.0.{i + 1}", 0))
+            client.connect(("127.0.0.1", port))
             stack.enter_context(server.accept()[0])
         listening, conns = diag.read(frozenset({port}))
         assert listening == {port}
