@@ -33,6 +33,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -265,31 +266,35 @@ def veth_name(tag: str, index: int) -> str:
 def owner() -> str:
     """This process's owner id, claimed on first use: its lock is held until the process ends."""
     global _owner  # noqa: PLW0603 - one per process
-    if _owner is None:
-        for _ in range(64):
-            candidate = owner_id(os.getpid(), secrets.randbelow(36**_TOKEN_WIDTH))
-            lock = _hold(candidate)
-            if lock is not None:
-                _owner = (candidate, lock)
-                atexit.register(teardown, f"{PREFIX}{candidate}")
-                break
-        else:
-            raise NetworkError(f"pid {os.getpid()}: every owner token is held by another run")
-    return _owner[0]
+    with _claiming:
+        if _owner is None:
+            for _ in range(64):
+                candidate = owner_id(os.getpid(), secrets.randbelow(36**_TOKEN_WIDTH))
+                lock = _hold(candidate)
+                if lock is not None:
+                    _owner = (candidate, lock)
+                    atexit.register(teardown, f"{PREFIX}{candidate}")
+                    break
+            else:
+                raise NetworkError(f"pid {os.getpid()}: every owner token is held by another run")
+        return _owner[0]
 
 
 _owner: tuple[str, socket.socket] | None = None
 _scenarios = 0
+#: The owner and the count are claimed from worker threads (`asyncio.to_thread`).
+_claiming = threading.RLock()
 
 
 def _next_tag() -> str:
     """A new scenario's prefix (blocking: the first one cleans up after dead runs)."""
     global _scenarios  # noqa: PLW0603 - one count per process, as the owner
-    if _owner is None:
-        clean_dead_owners()
-    mine = owner()
-    _scenarios += 1
-    return f"{PREFIX}{mine}{_base36(_scenarios % 36**_SCENARIO_WIDTH, _SCENARIO_WIDTH)}"
+    with _claiming:
+        if _owner is None:
+            clean_dead_owners()
+        mine = owner()
+        _scenarios += 1
+        return f"{PREFIX}{mine}{_base36(_scenarios % 36**_SCENARIO_WIDTH, _SCENARIO_WIDTH)}"
 
 
 def _hold(owner: str) -> socket.socket | None:
