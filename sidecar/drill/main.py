@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     import argparse
 
 from sidecar.drill.injected import annotations_set
-from sidecar.drill.network import NetworkError, NetworkPlan
+from sidecar.drill.iproute import NetworkError
+from sidecar.drill.network import NetworkPlan
 from sidecar.drill.params import DrillParams, Recipe, params_from
 from sidecar.drill.presets import SCENARIOS
 from sidecar.drill.report import document, rows, table, timeline_svg

@@ -9,16 +9,15 @@ from pathlib import Path
 import pytest
 
 from sidecar.drill.cluster import Cluster
+from sidecar.drill.iproute import NetworkError
 from sidecar.drill.main import run_all
+from sidecar.drill.netnames import leftovers, owner
 from sidecar.drill.network import (
     LOOPBACK_NODE_IP,
     Network,
-    NetworkError,
     NetworkPlan,
-    leftovers,
     netns_unavailable,
     open_socket_in,
-    owner,
 )
 from sidecar.drill.params import DrillParams
 

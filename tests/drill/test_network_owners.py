@@ -15,21 +15,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from sidecar.drill import network
-from sidecar.drill.network import (
-    DRILL_RANGE,
+from sidecar.drill import iproute, netnames, subnets
+from sidecar.drill.iproute import NetworkError
+from sidecar.drill.netnames import (
     PREFIX,
-    InUse,
-    NetworkError,
-    NetworkPlan,
     clean_dead_owners,
-    free_subnet,
     leftovers,
-    netns_unavailable,
     owner,
     owner_id,
     teardown,
 )
+from sidecar.drill.network import NetworkPlan, netns_unavailable
+from sidecar.drill.subnets import DRILL_RANGE, InUse, free_subnet
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -87,7 +84,7 @@ async def test_no_free_subnet_falls_back_to_loopback_saying_why(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     full = [InUse(DRILL_RANGE, "tun0", "route 198.18.0.0/15 dev tun0")]
-    monkeypatch.setattr(network, "addresses_and_routes", lambda: full)
+    monkeypatch.setattr(subnets, "addresses_and_routes", lambda: full)
     plan = NetworkPlan("auto")
     async with plan.pods(["web-1"]) as made:
         assert made.mode == "loopback"
@@ -104,25 +101,25 @@ async def test_no_free_subnet_falls_back_to_loopback_saying_why(
 async def test_two_runs_that_find_the_same_subnet_free_claim_different_ones(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    tags = [await asyncio.to_thread(network._next_tag) for _ in range(2)]
+    tags = [await asyncio.to_thread(netnames.new_scenario_tag) for _ in range(2)]
     bridges = [f"{tag}b" for tag in tags]
     try:
         for bridge in bridges:
             _ip("link", "add", bridge, "type", "bridge")
             _ip("link", "set", bridge, "up")
         # Both looked before either claimed: the second's first look is the stale one.
-        stale = await asyncio.to_thread(network.addresses_and_routes)
+        stale = await asyncio.to_thread(subnets.addresses_and_routes)
         start = free_subnet(stale, 0)
-        first = await network._claim_subnet(bridges[0], start)
+        first = await subnets.claim_subnet(bridges[0], start)
         looks: list[int] = []
-        real = network.addresses_and_routes
+        real = subnets.addresses_and_routes
 
         def stale_once() -> list[InUse]:
             looks.append(1)
             return stale if len(looks) == 1 else real()
 
-        monkeypatch.setattr(network, "addresses_and_routes", stale_once)
-        second = await network._claim_subnet(bridges[1], start)
+        monkeypatch.setattr(subnets, "addresses_and_routes", stale_once)
+        second = await subnets.claim_subnet(bridges[1], start)
         assert len(looks) == 3  # stale, then why the route was refused, then the next free one
         assert first != second
         assert _routes_of(bridges[0]) == [str(first)]
@@ -182,14 +179,14 @@ async def test_this_runs_own_names_are_never_taken_for_a_dead_runs() -> None:
 async def test_teardown_ends_when_ip_hangs_and_says_what_is_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tag = await asyncio.to_thread(network._next_tag)
+    tag = await asyncio.to_thread(netnames.new_scenario_tag)
     _ip("link", "add", f"{tag}b", "type", "bridge")
     hang = tmp_path / "ip"
     hang.write_text("#!/bin/sh\nexec sleep 30\n", encoding="utf-8")
     hang.chmod(0o755)
     with monkeypatch.context() as patched:
-        patched.setattr(network, "_ip_binary", lambda: str(hang))
-        patched.setattr(network, "IP_TIMEOUT_SECONDS", 0.2)
+        patched.setattr(iproute, "ip_binary", lambda: str(hang))
+        patched.setattr(iproute, "IP_TIMEOUT_SECONDS", 0.2)
         assert await asyncio.to_thread(teardown, tag) == [f"link {tag}b"]
     assert await asyncio.to_thread(teardown, tag) == []
     assert leftovers(owner()) == []

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from sidecar.drill import network, procs, recipes
-from sidecar.drill.network import NetworkError, NetworkPlan, leftovers, netns_unavailable, owner
+from sidecar.drill import iproute, procs, recipes, subnets
+from sidecar.drill.iproute import NetworkError
+from sidecar.drill.netnames import leftovers, owner
+from sidecar.drill.network import NetworkPlan, netns_unavailable
 from sidecar.drill.params import DrillParams
 
 if TYPE_CHECKING:
@@ -51,7 +53,7 @@ async def test_an_envoy_that_fails_after_the_app_started_leaves_no_app_in_the_na
             await recipes.start_pod(tmp_path, pod, DrillParams())
         (app,) = spawned
         assert app.process.returncode is not None
-        inside = await asyncio.to_thread(network._ip_sync, "netns", "pids", pod.netns)
+        inside = await asyncio.to_thread(iproute.ip_blocking, "netns", "pids", pod.netns)
         assert inside == ""
     assert leftovers(owner()) == []
 
@@ -98,12 +100,12 @@ async def test_an_ip_that_hangs_is_a_clear_error_naming_the_command(
     hang = tmp_path / "ip"
     hang.write_text("#!/bin/sh\nexec sleep 30\n", encoding="utf-8")
     hang.chmod(0o755)
-    monkeypatch.setattr(network, "_ip_binary", lambda: str(hang))
-    monkeypatch.setattr(network, "IP_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(iproute, "ip_binary", lambda: str(hang))
+    monkeypatch.setattr(iproute, "IP_TIMEOUT_SECONDS", 0.2)
     with pytest.raises(NetworkError, match=r"^ip link add x type bridge: no answer within 0\.2 s$"):
-        await network._ip("link", "add", "x", "type", "bridge")
+        await iproute.ip("link", "add", "x", "type", "bridge")
     with pytest.raises(NetworkError, match=r"^ip -4 -j addr show: no answer within 0\.2 s$"):
-        await asyncio.to_thread(network.addresses_and_routes)
+        await asyncio.to_thread(subnets.addresses_and_routes)
 
 
 async def test_an_ip_that_fails_is_an_error_with_its_command_and_message(
@@ -112,7 +114,7 @@ async def test_an_ip_that_fails_is_an_error_with_its_command_and_message(
     fails = tmp_path / "ip"
     fails.write_text("#!/bin/sh\necho 'RTNETLINK answers: File exists' >&2\nexit 2\n", "utf-8")
     fails.chmod(0o755)
-    monkeypatch.setattr(network, "_ip_binary", lambda: str(fails))
+    monkeypatch.setattr(iproute, "ip_binary", lambda: str(fails))
     expected = r"^ip route add 198\.18\.3\.0/24: RTNETLINK answers: File exists \(exit 2\)$"
     with pytest.raises(NetworkError, match=expected):
-        await network._ip("route", "add", "198.18.3.0/24")
+        await iproute.ip("route", "add", "198.18.3.0/24")

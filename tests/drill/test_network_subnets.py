@@ -7,16 +7,9 @@ import re
 
 import pytest
 
-from sidecar.drill.network import (
-    PREFIX,
-    NetworkError,
-    free_subnet,
-    in_use,
-    owner_id,
-    owner_of,
-    subnet_of,
-    veth_name,
-)
+from sidecar.drill.iproute import NetworkError
+from sidecar.drill.netnames import PREFIX, owner_id, owner_of, veth_name
+from sidecar.drill.subnets import free_subnet, in_use, subnet_of
 
 
 def _addr(*links: tuple[str, list[tuple[str, int]]]) -> str:
