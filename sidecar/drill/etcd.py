@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 
-from sidecar.drill.procs import Proc, free_port, spawn, wait_for_port
+from sidecar.drill.procs import Proc, free_port, spawn, stopped_on_failure, wait_for_port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -130,7 +130,12 @@ class EtcdServer:
             "--log-level=warn",
         ]
         self.proc = await spawn("etcd", argv, self.folder)
-        await wait_for_port(self.host, self.client_port)
+        async with stopped_on_failure(self.proc):  # an etcd that never got healthy is not left
+            await wait_for_port(self.host, self.client_port)
+            await self._healthy()
+
+    async def _healthy(self) -> None:
+        """Return once /health says true, within 10 s (TimeoutError if not)."""
         async with aiohttp.ClientSession() as session, asyncio.timeout(10):
             while True:  # the port opens before the member is elected; no event says when
                 async with session.get(f"{self.url}/health") as response:
