@@ -11,7 +11,6 @@ the real ones, which makes a learned window longer, never shorter.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -214,23 +213,25 @@ def _read(track: LullTrack, sample: TrafficSample, policy: TrafficPolicy) -> _Re
 def _unexplained(
     track: LullTrack, by_port: Mapping[int, list[float]], now: float, *, first: bool
 ) -> dict[int, Stream]:
-    """Each port's arrivals that no other port's, in this sample or the one before, explains."""
+    """Each port's arrivals newer than every other port's, in this sample or the one before.
+
+    An arrival at the app that some caller's arrival at the proxy matches or follows is covered
+    by that caller's own lull: tcp_info keeps only each connection's latest arrival, so pairing
+    requests one by one would leave some unpaired and hold the pod for nothing. Only arrivals
+    after everything the entry ports saw come from callers they never showed (short
+    connections, gone between two samples).
+    """
     result = dict(track.unexplained)
     for port, times in by_port.items():
         others = [ts for p, ts in by_port.items() if p != port]
         others += [ts for p, ts in track.recent.items() if p != port]
-        alone = [t for t in times if not any(_near(ts, t) for ts in others)]
+        newest = max((max(ts) for ts in others if ts), default=None)
+        alone = [t for t in times if newest is None or t > newest + EXPLAINED_SECONDS]
         stream = result.get(port) or Stream()
         if alone:
             stream = stream.arrive(alone, learn=not first)
         result[port] = _history(stream, now, first=first)
     return result
-
-
-def _near(times: list[float], at: float) -> bool:
-    """Whether sorted `times` holds one within EXPLAINED_SECONDS of `at`."""
-    i = bisect_left(times, at - EXPLAINED_SECONDS)
-    return i < len(times) and times[i] <= at + EXPLAINED_SECONDS
 
 
 def _history(stream: Stream, now: float, *, first: bool) -> Stream:

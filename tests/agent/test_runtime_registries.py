@@ -64,6 +64,7 @@ async def test_announce_marks_down_and_retire_removes_and_verifies_after_the_app
             "phases": {
                 "unroute_fallback_delay_seconds": 0.1,
                 "quiet_window_seconds": 0.1,
+                "quiet_window_min_seconds": 0.05,
                 "quiesce_min_seconds": 0.1,
             },
             "traffic": {"sample_interval_seconds": 0.05},

@@ -215,3 +215,22 @@ def test_after_a_switch_to_proc_no_close_or_departure_is_claimed() -> None:
     ended, ended_by = until_ended(samples, BOUNDS, policy)
     assert ended_by == "lull"
     assert ended == pytest.approx(1.0 + BOUNDS.max_window_seconds)  # the bound, from the switch
+
+
+def test_app_arrivals_after_an_entry_arrival_are_explained_even_unpaired() -> None:
+    # Two requests reach the entry port on one kept connection between two samples (0.12 and
+    # 0.18); the proxy passes them on over two connections to the app. tcp_info shows only
+    # each connection's latest arrival, so the app's 0.121 has no partner at the entry port
+    # (whose latest is 0.18); it came no later than that, so the entry's caller covers it.
+    entry = Conn(1, "10.1.0.1", ENTRY, -30.0, None, [(-1.0, -0.99), (0.12, 0.13), (0.18, 0.19)])
+    app_a = Conn(2, "127.0.0.6", APP, -30.0, None, [(-0.999, -0.991), (0.121, 0.129)])
+    app_b = Conn(3, "127.0.0.6", APP, -30.0, None, [(0.181, 0.189)])
+    track = LullTrack()
+    for t in (0.0, 0.1, 0.2):
+        track = fold(track, read([entry, app_a, app_b], t), MESHED_POLICY)
+    assert track.streams[("127.0.0.6", APP)].last_arrival_at == pytest.approx(0.181, abs=0.002)
+    assert track.unexplained[APP].last_arrival_at is None
+    # One arriving later than anything the entry port saw is a caller it never showed.
+    late = Conn(4, "127.0.0.6", APP, -30.0, None, [(0.25, 0.26)])
+    track = fold(track, read([entry, app_a, app_b, late], 0.3), MESHED_POLICY)
+    assert track.unexplained[APP].last_arrival_at == pytest.approx(0.25, abs=0.002)
