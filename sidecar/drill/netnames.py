@@ -63,6 +63,8 @@ def owner() -> str:
                 lock = _hold(candidate)
                 if lock is not None:
                     _owner = (candidate, lock)
+                    # atexit runs last-registered first: teardown, then the lock is let go.
+                    atexit.register(lock.close)
                     atexit.register(teardown, f"{PREFIX}{candidate}")
                     break
             else:

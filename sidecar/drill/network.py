@@ -34,7 +34,6 @@ from sidecar.drill.subnets import claim_subnet
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
-    from sidecar.drill.params import NetworkMode
 
 #: Loopback mode: the node's address, where the kubelet's hooks come from (HOST_IP).
 LOOPBACK_NODE_IP = "127.0.0.2"
@@ -71,7 +70,9 @@ class Network:
 class NetworkPlan:
     """Which mode a drill run uses, decided once; `auto` falls back to loopback, saying why."""
 
-    requested: NetworkMode
+    #: What `--network` asked for (params.NetworkMode: auto, netns or loopback); not imported
+    #: from there, since params reaches this module to check the choice.
+    requested: str
     mode: Literal["netns", "loopback"] = "loopback"
     reason: str = ""
     _count: int = field(default=0, repr=False)
