@@ -4,6 +4,7 @@ port filter, IPv4 and IPv6, bad replies, the /proc fallback."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -311,4 +312,23 @@ def test_a_short_datagram_is_a_clear_error_not_a_hang() -> None:
                 receiver, view, Dump(socket.AF_INET, frozenset({80}), kernel_filtered=True)
             )
     view.release()
+    diag.close()
+
+
+def test_a_sample_leaves_the_collector_as_it_found_it() -> None:
+    diag = SockDiag()
+    with served(MANY) as (server, _):
+        ports = frozenset({server.getsockname()[1]})
+        assert gc.isenabled()
+        _, conns = diag.read(ports)
+        assert gc.isenabled(), "the collector was not turned back on"
+        young = gc.get_count()[0]
+        assert young < len(conns), "the sample's tuples were not collected once at its end"
+        gc.disable()
+        try:
+            _, again = diag.read(ports)
+            assert not gc.isenabled(), "a collector turned off elsewhere was turned on"
+            assert len(again) == MANY
+        finally:
+            gc.enable()
     diag.close()
