@@ -182,7 +182,8 @@ def _collected_once() -> Iterator[None]:
     the next sample. Left alone, the collector runs every 700 of them and each run only
     promotes them to an older generation, whose runs then walk them again (and the whole heap
     now and then): on 10 000 connections that was about as much time as the parse. One young
-    collection at the end does the walk once, here, where the sample pays for it. The switch
+    collection at the end, if one is due, does the walk once, here, where the sample pays for
+    it. The switch
     is process-wide but only for the few milliseconds of a sample, and a collector that
     someone else turned off is left off.
     """
@@ -194,7 +195,8 @@ def _collected_once() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-        gc.collect(0)
+        if gc.get_count()[0] > gc.get_threshold()[0]:
+            gc.collect(0)
 
 
 def _last_datagram(view: memoryview, start: int, size: int) -> bool:
