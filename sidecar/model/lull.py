@@ -42,6 +42,11 @@ class Seen(NamedTuple):
     stream: StreamKey
     arrival_at: float | None
     idle: bool
+    #: It carried a request after its first one: a kept (keep-alive) connection. A connection
+    #: per request never is, so its close says nothing about its caller.
+    reused: bool = False
+    #: It had received a request when seen (bytes in), not only its handshake.
+    asked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +112,15 @@ class LullTrack:
     seen_any: bool = False
 
 
-def fold(track: LullTrack, sample: TrafficSample, policy: TrafficPolicy) -> LullTrack:
-    """The track after one more sample."""
+def fold(
+    track: LullTrack, sample: TrafficSample, policy: TrafficPolicy, *, kept_closes: bool = True
+) -> LullTrack:
+    """The track after one more sample.
+
+    `kept_closes`: whether a kept connection closed after its answer counts as its caller
+    leaving, as an idle one's close does. True until the proxy's drain starts: from then on the
+    pod itself closes kept connections after an answer (`Connection: close`).
+    """
     first, now = track.sampled_at is None, sample.taken_at
     previous = now if track.sampled_at is None else track.sampled_at
     # A source change (netlink to /proc) gives every connection a new identity: no close can be
@@ -116,7 +128,11 @@ def fold(track: LullTrack, sample: TrafficSample, policy: TrafficPolicy) -> Lull
     switched = not first and sample.has_timing != track.has_timing
     known = LullTrack(streams=track.streams) if switched else track
     read = _read(known, sample, policy)
-    idle_closed = {s.stream for k, s in known.open.items() if s.idle and k not in read.open}
+    idle_closed = {
+        s.stream
+        for k, s in known.open.items()
+        if (s.idle or (kept_closes and s.reused)) and k not in read.open
+    }
     pod = track.pod.arrive(sorted(a for ts in read.arrivals.values() for a in ts), learn=not first)
     pod = _history(pod, now, first=first)
     streams = dict(track.streams)
@@ -197,14 +213,16 @@ def _read(track: LullTrack, sample: TrafficSample, policy: TrafficPolicy) -> _Re
             )
             arrival = at if moved else None
         latest = arrival if arrival is not None else (before.arrival_at if before else None)
+        asked = bool(conn.bytes_received)
+        reused = before is not None and (before.reused or (arrival is not None and before.asked))
         if arrival is not None:
             read.arrivals.setdefault(key, []).append(arrival)
             read.by_port.setdefault(conn.local_port, []).append(arrival)
         if not established:  # the peer closed it: its request counts, the connection does not
-            read.closing[conn.key] = Seen(key, latest, idle=False)
+            read.closing[conn.key] = Seen(key, latest, idle=False, reused=reused, asked=asked)
             continue
         idle = not is_in_flight(conn, has_timing=timing)
-        read.open[conn.key] = Seen(key, latest, idle)
+        read.open[conn.key] = Seen(key, latest, idle, reused, asked)
         n_open, n_idle = read.counts.get(key, (0, 0))
         read.counts[key] = (n_open + 1, n_idle + idle)
     return read

@@ -44,6 +44,8 @@ class QuietBounds:
     entry_ports: frozenset[int] | None = None
     #: The phase's cap: how long a shutdown may watch gaps (sets the random tail's odds).
     quiesce_max_seconds: float = 30.0
+    #: The proxy's inbound drain starts at the latest this long into the phase (drain_reason).
+    proxy_drain_after_seconds: float = 2.0
 
     def is_entry(self, port: int) -> bool:
         """Whether connections on this port come from callers."""
@@ -113,6 +115,31 @@ class _Plan:
     idle_close_unconfirmed: bool
     started_at: float
     seen_any: bool
+
+
+#: A drain not started yet starts when the phase has less than this left: before the app's
+#: release, whatever the data plane did, kept connections must hear `Connection: close`.
+DRAIN_BEFORE_END_SECONDS = 0.3
+
+
+def drain_reason(
+    track: LullTrack, *, elapsed: float, remaining: float, bounds: QuietBounds
+) -> str | None:
+    """Why the proxy's inbound drain should start now, or None to leave connections be.
+
+    The drain answers `Connection: close`, so a caller's pooled connections to us last one
+    request each. That hides the clearest sign that a caller's data plane has moved: its Envoy
+    dropping the connections it pooled to a removed host (EV12). And until kube-proxy moved
+    too, a pinned client told to close reconnects to us. So the drain waits for a caller to
+    leave, for `proxy_drain_after_seconds`, or for the end of the phase.
+    """
+    if any(gone(track, track.streams[key]) for key in track.departing if key in track.streams):
+        return "a caller left"
+    if elapsed >= bounds.proxy_drain_after_seconds:
+        return f"{bounds.proxy_drain_after_seconds:g} s into quiesce"
+    if remaining <= DRAIN_BEFORE_END_SECONDS:
+        return "the phase's end"
+    return None
 
 
 def gone(track: LullTrack, stream: Stream) -> bool:

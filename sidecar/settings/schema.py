@@ -149,6 +149,9 @@ class PhaseSettings:
     #: An idle keep-alive connection from a caller holds quiesce until the caller closes it
     #: (a proxy does when the endpoint leaves its pool), at most this long into the phase.
     idle_hold_seconds: Annotated[float, at_least(0.0)] = 10.0
+    #: The proxy's inbound drain (`Connection: close`) starts when a caller leaves, and at the
+    #: latest this long into quiesce: draining earlier would hide callers leaving.
+    proxy_drain_after_seconds: Annotated[float, at_least(0.0)] = 2.0
     quiesce_max_seconds: float = 30.0
     drain_max_seconds: float = 60.0
     #: How long the release of a later group waits for the earlier group to exit.

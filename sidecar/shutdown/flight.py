@@ -305,4 +305,5 @@ def quiet_bounds(phases: PhaseSettings, proxy_group: ReleaseGroup | None) -> Qui
         idle_hold_seconds=phases.idle_hold_seconds,
         entry_ports=entry,
         quiesce_max_seconds=phases.quiesce_max_seconds,
+        proxy_drain_after_seconds=phases.proxy_drain_after_seconds,
     )

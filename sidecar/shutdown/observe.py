@@ -49,6 +49,9 @@ class TrafficMonitor:
         self.view: TrafficView | None = None
         #: What quiesce decides on (sidecar/model/lull.py), folded from every sample.
         self.lull = LullTrack()
+        #: Whether a kept connection's close counts as its caller leaving; quiesce clears it
+        #: before the proxy's drain, which closes kept connections itself.
+        self.kept_closes = True
         self.samples = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -88,7 +91,8 @@ class TrafficMonitor:
             await asyncio.sleep(next_delay(self._interval, loop.time() - started))
 
     def _digest(self, lull: LullTrack, sample: TrafficSample) -> tuple[TrafficView, LullTrack]:
-        return assess(sample, self.policy), fold(lull, sample, self.policy)
+        kept = self.kept_closes
+        return assess(sample, self.policy), fold(lull, sample, self.policy, kept_closes=kept)
 
     async def wait_until(
         self, predicate: Callable[[TrafficMonitor], bool], deadline: float

@@ -102,14 +102,22 @@ def read(conns: list[Conn], t: float) -> TrafficSample:
 
 
 def run(
-    conns: list[Conn], *, until: float, bounds: QuietBounds = BOUNDS
+    conns: list[Conn],
+    *,
+    until: float,
+    bounds: QuietBounds = BOUNDS,
+    drain_from: float | None = None,
 ) -> tuple[float, QuietDecision]:
-    """Sample from 0, ask from S on; the first decision that ends quiesce, or the last one."""
+    """Sample from 0, ask from S on; the first decision that ends quiesce, or the last one.
+
+    From `drain_from` the pod's proxy closes kept connections itself, as quiesce tells fold.
+    """
     track = LullTrack()
     step = 0
     while True:
         t = round(step * INTERVAL, 6)
-        track = fold(track, read(conns, t), POLICY)
+        kept_closes = drain_from is None or t < drain_from
+        track = fold(track, read(conns, t), POLICY, kept_closes=kept_closes)
         if t >= S:
             decision = decide(track, now=t, started_at=S, bounds=bounds)
             if decision.ended_by is not None or t >= until:
@@ -149,16 +157,19 @@ def test_steady_traffic_learns_the_shortest_window_and_ends_just_after_the_move(
     assert decision.ended_by in {"lull", "peers_closed"}
     # At 50/s the random tail for a 30 s cap: ln(1000 * 50 * 30) / 50 s, at 500/s the least.
     assert decision.window_seconds == pytest.approx(0.2 if rate > 100 else 0.3, abs=0.01)
-    # An idle connection's close is confirmed by a second sample: one more interval at most.
-    window = decision.window_seconds
-    assert last + window <= ended <= last + window + 2 * INTERVAL
+    # Never before the caller moved. The drop closes idle connections at once and busy ones
+    # after their answer (at most 0.3 s): the caller has left once the last is closed, which a
+    # second sample confirms; by then, or by the lull, whichever comes first.
+    last_closed = max(c.closed for c in conns if c.closed is not None)
+    assert M < last_closed <= M + 0.3
+    assert M < ended <= min(last + decision.window_seconds, last_closed) + 2 * INTERVAL + 1e-9
 
 
 def test_steady_traffic_through_the_proxy_drain_ends_one_window_after_the_last_request() -> None:
     conns: list[Conn] = []
     ingress = Pool(INGRESS, ENVOY, conns, drain_from=S)  # each answer closes its connection
     last = steady(ingress, 50, start=-5.0, stop=M)
-    ended, decision = run(conns, until=30)
+    ended, decision = run(conns, until=30, drain_from=S)
     assert decision.ended_by == "lull"
     assert decision.window_seconds < 0.35
     assert last + decision.window_seconds <= ended <= last + decision.window_seconds + INTERVAL
@@ -168,7 +179,7 @@ def test_bursts_every_second_learn_a_window_just_over_a_second() -> None:
     conns: list[Conn] = []
     ingress = Pool(INGRESS, ENVOY, conns, drain_from=S)  # no idle connection between bursts
     last = bursts(ingress, every=1.0, size=20, start=-2.95, stop=M)
-    ended, decision = run(conns, until=30)
+    ended, decision = run(conns, until=30, drain_from=S)
     assert decision.ended_by == "lull"
     assert 1.0 < decision.window_seconds < 1.2
     # Never before the next burst would have come, and within a sample of the window.
@@ -211,7 +222,7 @@ def test_a_pinned_client_is_waited_for_as_its_own_stream_not_by_the_dense_traffi
     # kube-proxy moves the pinned client 1.5 s after the ingress: it keeps coming every 0.5 s,
     # on a new connection each time (the drain's `Connection: close`).
     last = steady(pinned, 2, start=-5.0, stop=M + 1.5, seed=11)
-    ended, decision = run(conns, until=30)
+    ended, decision = run(conns, until=30, drain_from=S)
     # Two requests a second are too few to tell a rhythm from chance: the bound, not 0.2 s.
     assert decision.ended_by == "lull"
     assert decision.window_seconds == BOUNDS.max_window_seconds
@@ -221,7 +232,7 @@ def test_a_pinned_client_is_waited_for_as_its_own_stream_not_by_the_dense_traffi
 def test_traffic_that_never_stops_never_ends_quiesce() -> None:
     conns: list[Conn] = []
     steady(Pool(INGRESS, ENVOY, conns, drain_from=S), 50, start=-5.0, stop=40.0)
-    ended, decision = run(conns, until=30)
+    ended, decision = run(conns, until=30, drain_from=S)
     assert ended == 30
     assert decision.ended_by is None
     assert decision.waiting_on.startswith("a lull of 0.3")

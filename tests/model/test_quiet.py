@@ -11,7 +11,7 @@ import random
 import pytest
 
 from sidecar.model.lull import MAX_STREAMS, LullTrack, Stream, fold
-from sidecar.model.quiet import QuietBounds, decide, learned_window
+from sidecar.model.quiet import QuietBounds, decide, drain_reason, learned_window
 from sidecar.model.traffic import (
     Connection,
     TcpState,
@@ -234,3 +234,61 @@ def test_app_arrivals_after_an_entry_arrival_are_explained_even_unpaired() -> No
     late = Conn(4, "127.0.0.6", APP, -30.0, None, [(0.25, 0.26)])
     track = fold(track, read([entry, app_a, app_b, late], 0.3), MESHED_POLICY)
     assert track.unexplained[APP].last_arrival_at == pytest.approx(0.25, abs=0.002)
+
+
+def test_the_drain_starts_when_a_caller_leaves_not_before() -> None:
+    # An ingress's idle pool to the entry port, dropped at 2.05 when the data plane moved: the
+    # second sample without it (2.2) confirms the departure, and the drain may start then.
+    pool = [Conn(k, "10.1.0.1", ENTRY, -31.0, 2.05, [(-30.0, -29.9)]) for k in (1, 2, 3)]
+    track, reasons = LullTrack(), {}
+    for sample in sampled(pool, until=2.5):
+        track = fold(track, sample, MESHED_POLICY)
+        t = sample.taken_at
+        reasons[t] = drain_reason(track, elapsed=t - S, remaining=100.0, bounds=MESHED)
+    assert {t for t, why in reasons.items() if why is not None} == {2.2, 2.3, 2.4, 2.5}
+    assert reasons[2.2] == "a caller left"
+
+
+def test_the_drain_starts_after_its_delay_or_before_the_phase_ends() -> None:
+    track = LullTrack()
+    assert drain_reason(track, elapsed=1.9, remaining=5.0, bounds=MESHED) is None
+    assert drain_reason(track, elapsed=2.0, remaining=5.0, bounds=MESHED) == "2 s into quiesce"
+    assert drain_reason(track, elapsed=0.5, remaining=0.3, bounds=MESHED) == "the phase's end"
+
+
+def _busy_pool(drop_at: float) -> list[Conn]:
+    """An ingress's two kept connections, each answering a request every 0.1 s until the drop;
+    never idle by the sampler's measure (each sent within 250 ms), closed after the last answer.
+    """
+    conns = [Conn(k, "10.1.0.1", ENTRY, -31.0, drop_at, []) for k in (1, 2)]
+    for i in range(int((drop_at + 5.0) / 0.05)):
+        at = round(-5.0 + 0.05 * i, 3)
+        conns[i % 2].requests.append((at, at + 0.02))
+    return conns
+
+
+def test_a_kept_connection_closed_after_its_answer_is_its_caller_leaving() -> None:
+    """Before the drain, only a caller (its Envoy dropping a removed host) closes it."""
+    ended, ended_by = until_ended(sampled(_busy_pool(drop_at=2.03), until=10.0))
+    assert ended_by == "peers_closed"
+    assert ended is not None
+    assert 2.03 < ended <= 2.03 + 3 * INTERVAL
+
+
+def test_once_the_drain_started_the_pods_own_closes_are_no_callers_leaving() -> None:
+    track = LullTrack()
+    for sample in sampled(_busy_pool(drop_at=2.03), until=2.5):
+        track = fold(track, sample, MESHED_POLICY, kept_closes=sample.taken_at < 1.0)
+    assert not any(s.departed_at for s in track.streams.values())
+
+
+def test_a_connection_per_request_never_tells_its_caller_left() -> None:
+    """A caller opening one connection per request: each close is just the request's end."""
+    conns = [
+        Conn(k, "10.1.0.1", ENTRY, at, at + 0.03, [(at + 0.001, at + 0.02)])
+        for k, at in enumerate(round(-5.0 + 0.12 * i, 3) for i in range(60))
+    ]
+    track = LullTrack()
+    for sample in sampled(conns, until=3.0):
+        track = fold(track, sample, MESHED_POLICY)
+    assert not any(s.departed_at for s in track.streams.values())

@@ -1,5 +1,6 @@
-"""Pins phase quiesce: Envoy's inbound drain is asked for once, then the rules of
-sidecar/model/lull.py are asked after each sample until they end it, or the deadline (`cap`).
+"""Pins phase quiesce: the rules of sidecar/model/quiet.py are asked after each sample until they
+end it, or the deadline (`cap`); Envoy's inbound drain is asked for once on the way, when a
+caller leaves, after its delay, or before the phase ends.
 The rules themselves are pinned on traces in tests/model/test_lull.py.
 """
 
@@ -176,3 +177,48 @@ async def test_a_proxy_that_never_answers_the_drain_does_not_keep_the_phase_past
         result = await asyncio.wait_for(quiet, 5)
     assert loop.time() == pytest.approx(deadline)
     assert result.detail["proxy_drain"] == "failed: no answer by the deadline"
+
+
+def drain_after(seconds: float) -> QuietBounds:
+    return QuietBounds(0.2, WINDOW, MINIMUM, IDLE_HOLD, proxy_drain_after_seconds=seconds)
+
+
+async def test_without_a_caller_leaving_the_drain_starts_after_its_delay() -> None:
+    """Draining at once would hide callers leaving; it waits, then moves pinned clients."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    proxy = RecordingProxy()
+    async with sampling(StuckTraffic()) as monitor:
+        result = await quiesce(monitor, proxy, deadline=started + 4.1, bounds=drain_after(2.0))
+        assert monitor.kept_closes is False  # the pod closes kept connections from then on
+    assert proxy.calls == ["drain_inbound"]
+    assert result.detail["proxy_drain_after_seconds"] == pytest.approx(2.0)
+    assert result.detail["proxy_drain_reason"] == "2 s into quiesce"
+    assert result.detail["ended_by"] == "cap"
+
+
+async def test_a_phase_shorter_than_the_delay_drains_just_before_it_ends() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    proxy = RecordingProxy()
+    async with sampling(StuckTraffic()) as monitor:
+        result = await quiesce(monitor, proxy, deadline=started + 1.0, bounds=drain_after(2.0))
+    assert proxy.calls == ["drain_inbound"]
+    assert result.detail["proxy_drain_after_seconds"] == pytest.approx(0.7)
+    assert result.detail["proxy_drain_reason"] == "the phase's end"
+
+
+async def test_a_quiesce_that_ends_before_the_delay_drains_on_its_way_out() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    traffic = ScriptedTraffic(
+        Exchange(APP_PORT, started + 0.3, started + 0.4, started + 0.6, key=1),
+        Exchange(APP_PORT, started + 1.3, started + 1.4, started + 1.6, key=2),
+    )
+    proxy = RecordingProxy()
+    async with sampling(traffic) as monitor:
+        result = await quiesce(monitor, proxy, deadline=started + 30, bounds=drain_after(10.0))
+    assert proxy.calls == ["drain_inbound"]
+    assert result.detail["ended_by"] == "lull"
+    assert result.detail["proxy_drain_reason"] == "quiesce ended (lull)"
+    assert result.detail["proxy_drain_after_seconds"] == result.detail["ended_after_seconds"]
