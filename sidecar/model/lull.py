@@ -131,7 +131,7 @@ def fold(
     idle_closed = {
         s.stream
         for k, s in known.open.items()
-        if (s.idle or (kept_closes and s.reused)) and k not in read.open
+        if k not in read.open and (s.idle or (kept_closes and s.reused)) and _pooled(known, s)
     }
     pod = track.pod.arrive(sorted(a for ts in read.arrivals.values() for a in ts), learn=not first)
     pod = _history(pod, now, first=first)
@@ -168,6 +168,16 @@ def fold(
         departing=frozenset(departing),
         seen_any=track.seen_any or bool(read.open) or pod.last_arrival_at is not None,
     )
+
+
+def _pooled(track: LullTrack, seen: Seen) -> bool:
+    """Whether its caller kept a pool of connections to us (two or more open last sample).
+
+    A pool dropped whole is a caller's Envoy leaving a removed host; one connection closed may
+    be a client renewing it (a cap on requests per connection), which another soon replaces.
+    """
+    stream = track.streams.get(seen.stream)
+    return stream is not None and stream.open >= 2
 
 
 @dataclass

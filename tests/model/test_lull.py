@@ -253,10 +253,11 @@ def test_traffic_that_stopped_long_before_ends_at_the_minimum() -> None:
 
 
 def test_an_arrival_in_the_interval_of_the_close_refutes_the_departure() -> None:
-    # An idle connection vanishes between two samples, and a request came in that interval:
-    # the proxy's drain may have closed it after answering, so the caller has not left.
+    # A pool's idle connections vanish between two samples, and a request came in that
+    # interval: the proxy's drain may have closed them after answering, so the caller stays.
     conns = [
         Conn(1, INGRESS, APP, -10.0, 1.55, [(-9.0, -8.9)]),
+        Conn(4, INGRESS, APP, -10.0, 1.55, [(-9.5, -9.4)]),
         Conn(2, INGRESS, APP, 1.52, 1.58, [(1.52, 1.56)]),  # never seen by a sample
         Conn(3, "127.0.0.6", 9000, -10.0, None, [(-9.0, -8.9), (1.521, 1.56)]),  # proxy to app
     ]

@@ -173,10 +173,9 @@ def test_requests_on_half_closed_connections_are_arrivals() -> None:
 def test_a_socket_missing_from_one_sample_is_not_a_departure() -> None:
     policy = policy_for({APP}, "")
     idle = Connection(APP, "10.1.0.1", 40000, 1, 7, 0, 0, 30000, 29900, 100, 200)
+    pool = (idle, idle._replace(remote_port=40001, key=8))  # a caller's pool of two
     samples = [
-        TrafficSample(
-            round(k * INTERVAL, 6), frozenset(), () if k == 20 else (idle,), has_timing=True
-        )
+        TrafficSample(round(k * INTERVAL, 6), frozenset(), () if k == 20 else pool, has_timing=True)
         for k in range(25)
     ]
     ended, ended_by = until_ended(samples, BOUNDS, policy)
@@ -292,3 +291,19 @@ def test_a_connection_per_request_never_tells_its_caller_left() -> None:
     for sample in sampled(conns, until=3.0):
         track = fold(track, sample, MESHED_POLICY)
     assert not any(s.departed_at for s in track.streams.values())
+
+
+def test_one_kept_connection_renewed_is_not_its_caller_leaving() -> None:
+    """A client capping requests per connection: 3 per connection at 3/s, the next one opened
+    at its next request, 0.33 s later. Its closes are no pool dropped, so it holds by its lull.
+    """
+    asked = [round(-5.0 + k / 3, 3) for k in range(60)]  # until 14.67
+    conns = [
+        Conn(i, "10.1.0.9", ENTRY, asked[3 * i] - 0.001, asked[3 * i + 2] + 0.02, [])
+        for i in range(20)
+    ]
+    for k, at in enumerate(asked):
+        conns[k // 3].requests.append((at, at + 0.01))
+    ended, _ = until_ended(sampled(conns, until=20.0))
+    assert ended is not None
+    assert ended > asked[-1]  # never while it still sends

@@ -70,8 +70,11 @@ async def test_an_idle_keep_alive_connection_holds_quiesce_until_the_idle_hold()
 async def test_a_caller_closing_its_idle_connection_ends_quiesce_at_the_second_sample() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    # Kept alive since before the phase, closed by the caller (its pool dropped the pod).
-    traffic = ScriptedTraffic(Exchange(APP_PORT, started - 30, started - 29.9, started + 2.1))
+    # A pool kept alive since before the phase, closed by the caller (it dropped the pod).
+    traffic = ScriptedTraffic(
+        Exchange(APP_PORT, started - 30, started - 29.9, started + 2.1, key=1),
+        Exchange(APP_PORT, started - 31, started - 30.9, started + 2.1, key=2),
+    )
     async with sampling(traffic) as monitor:
         result = await quiesce(monitor, None, deadline=started + 30, bounds=bounds(0.25))
     # Seen gone at 2.25, and again at 2.5: a departure counts once two samples agree.
