@@ -98,7 +98,9 @@ async def test_a_live_apps_keep_alive_outlasts_its_ttl_and_a_dead_apps_key_expir
     assert consumer.reads[-1][1] == {B}
     left = consumer.left_at(A, started)
     assert left is not None
-    assert left >= removed
+    # Both are when this process learned of the removal, by two channels: a caller's read can
+    # see it a moment before the watch stream delivers it (seen: 0.35 ms), never a read's time.
+    assert left >= removed - 0.05
 
 
 async def test_an_override_takes_a_live_provider_out_of_rotation_and_outlives_its_keep_alive(
