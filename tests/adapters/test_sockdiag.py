@@ -24,7 +24,7 @@ from sidecar.adapters.traffic.sockdiag import (
     port_filter,
 )
 from sidecar.errors import AdapterError
-from sidecar.model.traffic import Connection, TcpState, is_in_flight
+from sidecar.model.traffic import Connection, TcpState, TrafficSample, is_in_flight
 
 
 @contextmanager
@@ -139,6 +139,32 @@ async def test_the_source_samples_on_the_loop_clock_and_falls_back_to_proc() -> 
         assert len(slow.connections) == len(sample.connections) == 1
         source.close()
         proc.close()
+
+
+async def test_a_sample_is_dated_when_its_dump_is_done() -> None:
+    """tcp_info counts back from the dump: dated earlier, arrivals would look older than they
+    are and a silence longer (the quiet rules would end early by the dump's duration)."""
+    loop = asyncio.get_running_loop()
+    with connected() as (port, *_):
+        source = NetnsTrafficSource(frozenset({port}), "auto")
+        dumped_at: list[float] = []
+        read_now = source.read_now
+
+        def slow_read(taken_at: float) -> TrafficSample:
+            sample = read_now(taken_at)
+            dumped_at.append(loop.time())  # the clock, read from the worker thread
+            return sample
+
+        source.read_now = slow_read  # type: ignore[method-assign]
+        sample = await source.sample()
+        source.close()
+    assert sample.taken_at >= dumped_at[0]
+
+
+def test_an_idle_source_holds_no_netlink_socket_until_its_first_sample() -> None:
+    source = NetnsTrafficSource(frozenset({8080}), "auto")
+    assert source._diag is None
+    source.close()  # nothing to close: no error
 
 
 IP_BIND_ADDRESS_NO_PORT = 24  # include/uapi/linux/in.h; not in Python's socket module before 3.12

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
-from sidecar.adapters.traffic import procnet
-from sidecar.adapters.traffic.sockdiag import SockDiag
 from sidecar.errors import AdapterError
 from sidecar.model.traffic import TrafficSample
 
 if TYPE_CHECKING:
+    from sidecar.adapters.traffic.sockdiag import SockDiag
     from sidecar.settings import TrafficSourceName
 
 log = structlog.get_logger(__name__)
@@ -31,7 +31,9 @@ class NetnsTrafficSource:
         self._ports = ports
         self._source = source
         self._proc_net = proc_net
-        self._diag = SockDiag()
+        #: Opened at the first sample: an idle agent holds no netlink socket, and its parsers
+        #: are not imported while it waits (docs/benchmarks.md: its memory at rest).
+        self._diag: SockDiag | None = None
 
     @property
     def source(self) -> str:
@@ -42,6 +44,10 @@ class NetnsTrafficSource:
         """One blocking sample; the async `sample` runs this in a worker thread."""
         if self._source != "proc":
             try:
+                if self._diag is None:
+                    from sidecar.adapters.traffic.sockdiag import SockDiag  # noqa: PLC0415 - above
+
+                    self._diag = SockDiag()
                 listening, conns = self._diag.read(self._ports)
                 return TrafficSample(taken_at, listening, conns, has_timing=True)
             except AdapterError as e:
@@ -49,14 +55,23 @@ class NetnsTrafficSource:
                     raise
                 log.warning("traffic_source_fallback", source="proc", reason=str(e))
                 self._source = "proc"
+        from sidecar.adapters.traffic import procnet  # noqa: PLC0415 - the fallback, rarely used
+
         listening, conns = procnet.read(self._ports, self._proc_net)
         return TrafficSample(taken_at, listening, conns, has_timing=False)
 
     async def sample(self) -> TrafficSample:
-        """Sample the namespace without blocking the event loop."""
-        taken_at = asyncio.get_running_loop().time()
-        return await asyncio.to_thread(self.read_now, taken_at)
+        """Sample the namespace without blocking the event loop.
+
+        Dated when the dump is done, not when it began: tcp_info's "milliseconds since the last
+        byte" are counted back from then, so an arrival is never dated earlier than it was and
+        a silence never looks longer than it was (a dump of 10 000 sockets takes ~25 ms).
+        """
+        loop = asyncio.get_running_loop()
+        sample = await asyncio.to_thread(self.read_now, loop.time())
+        return dataclasses.replace(sample, taken_at=loop.time())
 
     def close(self) -> None:
-        """Release the netlink socket."""
-        self._diag.close()
+        """Release the netlink socket, if a sample opened one."""
+        if self._diag is not None:
+            self._diag.close()
