@@ -404,6 +404,7 @@ async def webhook_latency(python: str, rate: float, seconds: float) -> dict[str,
         "server_p50": statistics.median(inside),
         "server_p99": _p99(inside),
         "rate": count / elapsed,
+        "max": max(latencies),
         "send_lag_p99": _p99(list(lags)),
     }
 

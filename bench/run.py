@@ -30,7 +30,9 @@ LOAD_SLOW_HEADS = 300
 
 #: The injector under a busy API server: pod creations at this rate, for this long.
 WEBHOOK_RATE = 200
-WEBHOOK_SECONDS = 10.0
+#: Long enough that one stall of the shared machine (tens of ms, seen at times) is not 1 % of
+#: the reviews on its own; the slowest review is reported beside the p99.
+WEBHOOK_SECONDS = 30.0
 
 #: The drill runs of `make bench`: (scenario, recipes, extra flags); one process each. Steady
 #: load compares coordinated with sleep-15 and no-hook in the same run; at 1000/s the lead
@@ -69,15 +71,21 @@ def webhook_section(figures: dict[str, float], seconds: float) -> list[str]:
         f"| reviews sent (achieved rate /s) | {figures['requests']:.0f} ({figures['rate']:.1f}) | {WEBHOOK_RATE} |",
         f"| p50 latency (ms) | {figures['p50']:.2f} | - |",
         f"| p99 latency (ms) | {figures['p99']:.2f} | ≤ 5 ms: {p99_goal} |",
+        f"| slowest review (ms) | {figures['max']:.2f} | - |",
         f"| errors | {figures['errors']:.0f} | 0: {errors_goal} |",
         f"| inside the injector, p50 / p99 (ms) | {figures['server_p50']:.2f} / {figures['server_p99']:.2f} | - |",
+        f"| the client's own lateness in sending, p99 (ms) | {figures['send_lag_p99']:.2f} | - |",
         "",
         "Each review is a Deployment's pod with `istio-proxy` and one settings annotation, injected",
-        "every time (agent, hooks on both containers, settings); an error is a transport failure, an",
-        "answer other than 200, or an answer without the patch. Latency counts from the moment each",
-        "review was due, so waiting behind a slow answer counts; the client (in the bench process, on",
-        "the same machine) is part of it. The injector logs one JSON line per review, as in a pod;",
-        "its `milliseconds` (handler start to answer: TLS, HTTP parsing and the client excluded) is the last row.",
+        "every time (agent, hooks on both containers, settings); every review tunes the agent",
+        "differently, so the injector's remembered verdicts never help and the figures are its",
+        "slowest path. An error is a transport failure, an answer other than 200, or an answer",
+        "without the patch. Reviews are sent on schedule whether or not earlier ones were answered",
+        "(open loop), and latency counts from the moment each is handed to the client (aiohttp, in",
+        "the bench process, on the same 2 cores): the client's own timer wakes up to a millisecond",
+        "late (epoll rounds timeouts to whole milliseconds), reported apart as its lateness. The",
+        "injector logs one JSON line per review, as in a pod; its `milliseconds` (handler start to",
+        "answer: TLS, HTTP parsing and the client excluded) is the row *inside the injector*.",
         "",
     ]
 
