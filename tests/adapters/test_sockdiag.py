@@ -216,8 +216,9 @@ def raw_dump(family: int, ports: frozenset[int]) -> bytes:
                 return b"".join(datagrams)
 
 
-def by_remote_port(conns: Iterable[Connection]) -> dict[int, Connection]:
-    return {c.remote_port: c for c in conns}
+def by_peer(conns: Iterable[Connection]) -> dict[tuple[str, int], Connection]:
+    """Clients bound to their own addresses may share a port number: the address tells apart."""
+    return {(c.remote_ip, c.remote_port): c for c in conns}
 
 
 def test_every_socket_of_a_run_gets_its_own_counters_timing_and_peer() -> None:
@@ -226,10 +227,10 @@ def test_every_socket_of_a_run_gets_its_own_counters_timing_and_peer() -> None:
         port = server.getsockname()[1]
         listening, conns = diag.read(frozenset({port}))
         assert listening == {port}
-        seen = by_remote_port(conns)
+        seen = by_peer(conns)
         assert len(conns) == MANY
         for i, (client, accepted) in enumerate(pairs):
-            conn = seen[client.getsockname()[1]]
+            conn = seen[client.getsockname()[:2]]
             assert conn.local_port == port
             assert conn.remote_ip == f"127.0.0.{i + 1}"
             assert conn.state == TcpState.ESTABLISHED
@@ -241,9 +242,9 @@ def test_every_socket_of_a_run_gets_its_own_counters_timing_and_peer() -> None:
             assert 0 <= conn.last_send_ms < 60_000
             assert accepted.fileno() >= 0
         assert len({c.key for c in conns}) == MANY, "socket cookies tell the sockets apart"
-        keys = {c.remote_port: c.key for c in conns}
+        keys = {(c.remote_ip, c.remote_port): c.key for c in conns}
         _, again = diag.read(frozenset({port}))
-        assert {c.remote_port: c.key for c in again} == keys, "a socket keeps its cookie"
+        assert {(c.remote_ip, c.remote_port): c.key for c in again} == keys, "cookies stay"
     diag.close()
 
 
@@ -381,3 +382,12 @@ def test_a_sample_leaves_the_collector_as_it_found_it() -> None:
         finally:
             gc.enable()
     diag.close()
+
+
+def test_a_sample_after_close_opens_nothing_and_says_why() -> None:
+    """A worker thread can outlive the wait for it; after close() it must not open a socket."""
+    source = NetnsTrafficSource(frozenset({8080}), "auto")
+    source.close()
+    with pytest.raises(AdapterError, match="closed"):
+        source.read_now(0.0)
+    assert source._diag is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,10 @@ class NetnsTrafficSource:
         #: Opened at the first sample: an idle agent holds no netlink socket, and its parsers
         #: are not imported while it waits (docs/benchmarks.md: its memory at rest).
         self._diag: SockDiag | None = None
+        #: A sample runs in a worker thread that outlives a cancelled wait for it: close()
+        #: waits for it, and a sample after close() opens nothing.
+        self._lock = threading.Lock()
+        self._closed = False
 
     @property
     def source(self) -> str:
@@ -44,14 +49,11 @@ class NetnsTrafficSource:
         """One blocking sample; the async `sample` runs this in a worker thread."""
         if self._source != "proc":
             try:
-                if self._diag is None:
-                    from sidecar.adapters.traffic.sockdiag import SockDiag  # noqa: PLC0415 - above
-
-                    self._diag = SockDiag()
-                listening, conns = self._diag.read(self._ports)
+                with self._lock:
+                    listening, conns = self._netlink().read(self._ports)
                 return TrafficSample(taken_at, listening, conns, has_timing=True)
             except AdapterError as e:
-                if self._source == "netlink":
+                if self._source == "netlink" or self._closed:
                     raise
                 log.warning("traffic_source_fallback", source="proc", reason=str(e))
                 self._source = "proc"
@@ -59,6 +61,16 @@ class NetnsTrafficSource:
 
         listening, conns = procnet.read(self._ports, self._proc_net)
         return TrafficSample(taken_at, listening, conns, has_timing=False)
+
+    def _netlink(self) -> SockDiag:
+        """The netlink reader, opened at first use; called with the lock held."""
+        if self._closed:
+            raise AdapterError("the traffic source is closed")
+        if self._diag is None:
+            from sidecar.adapters.traffic.sockdiag import SockDiag  # noqa: PLC0415 - see __init__
+
+            self._diag = SockDiag()
+        return self._diag
 
     async def sample(self) -> TrafficSample:
         """Sample the namespace without blocking the event loop.
@@ -72,6 +84,8 @@ class NetnsTrafficSource:
         return dataclasses.replace(sample, taken_at=loop.time())
 
     def close(self) -> None:
-        """Release the netlink socket, if a sample opened one."""
-        if self._diag is not None:
-            self._diag.close()
+        """Release the netlink socket, if a sample opened one (after a sample still running)."""
+        with self._lock:
+            self._closed = True
+            if self._diag is not None:
+                self._diag.close()
