@@ -205,7 +205,7 @@ class Flight:
                 pod.monitor,
                 pod.proxy if pod.settings.envoy.drain_inbound and self._proxy_hooked() else None,
                 deadline=deadline,
-                bounds=quiet_bounds(phases, proxy_group),
+                bounds=quiet_bounds(phases, proxy_group, registries=bool(pod.settings.registries)),
             )
             await journal.run(Phase.QUIESCE, quiet, deadline)
             # 5. drain: in-flight requests finish.
@@ -295,9 +295,18 @@ class Flight:
         )
 
 
-def quiet_bounds(phases: PhaseSettings, proxy_group: ReleaseGroup | None) -> QuietBounds:
-    """Quiesce's settings; in a meshed pod callers arrive on the proxy's ports only."""
+def quiet_bounds(
+    phases: PhaseSettings, proxy_group: ReleaseGroup | None, *, registries: bool = False
+) -> QuietBounds:
+    """Quiesce's settings; in a meshed pod callers arrive on the proxy's ports only.
+
+    With registries the drain starts at once: their callers move when the registry tells them,
+    not when a data plane drops the pod, and keep their pooled connections to it idle after
+    they moved (those would hold quiesce for the idle hold), unless `Connection: close` ended
+    each one after its answer.
+    """
     entry = proxy_group.ports if proxy_group is not None and proxy_group.ports else None
+    drain_after = 0.0 if registries else phases.proxy_drain_after_seconds
     return QuietBounds(
         min_window_seconds=phases.quiet_window_min_seconds,
         max_window_seconds=phases.quiet_window_seconds,
@@ -305,5 +314,5 @@ def quiet_bounds(phases: PhaseSettings, proxy_group: ReleaseGroup | None) -> Qui
         idle_hold_seconds=phases.idle_hold_seconds,
         entry_ports=entry,
         quiesce_max_seconds=phases.quiesce_max_seconds,
-        proxy_drain_after_seconds=phases.proxy_drain_after_seconds,
+        proxy_drain_after_seconds=drain_after,
     )

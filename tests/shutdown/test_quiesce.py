@@ -12,6 +12,8 @@ import pytest
 
 from sidecar.model.quiet import QuietBounds
 from sidecar.model.report import Outcome
+from sidecar.settings.schema import PhaseSettings
+from sidecar.shutdown.flight import quiet_bounds
 from sidecar.shutdown.quiesce import quiesce
 from tests.shutdown.doubles import (
     APP_PORT,
@@ -225,3 +227,20 @@ async def test_a_quiesce_that_ends_before_the_delay_drains_on_its_way_out() -> N
     assert result.detail["ended_by"] == "lull"
     assert result.detail["proxy_drain_reason"] == "quiesce ended (lull)"
     assert result.detail["proxy_drain_after_seconds"] == result.detail["ended_after_seconds"]
+
+
+async def test_with_registries_the_drain_starts_at_once() -> None:
+    """Registry callers keep idle pooled connections after they moved: only a drain from the
+    start, ending each after its answer, keeps those from holding quiesce for the idle hold."""
+    phases = PhaseSettings()
+    assert quiet_bounds(phases, None).proxy_drain_after_seconds == 2.0
+    at_once = quiet_bounds(phases, None, registries=True)
+    assert at_once.proxy_drain_after_seconds == 0.0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    proxy = RecordingProxy()
+    async with sampling(StuckTraffic()) as monitor:
+        result = await quiesce(monitor, proxy, deadline=started + 1.0, bounds=at_once)
+    assert proxy.calls == ["drain_inbound"]
+    assert result.detail["proxy_drain_after_seconds"] == 0.0
+    assert result.detail["proxy_drain_reason"] == "0 s into quiesce"
