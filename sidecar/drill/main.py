@@ -15,8 +15,9 @@ from sidecar.drill.injected import annotations_set
 from sidecar.drill.iproute import NetworkError
 from sidecar.drill.network import NetworkPlan
 from sidecar.drill.params import DrillParams, Recipe, params_from
+from sidecar.drill.picture import timeline_svg
 from sidecar.drill.presets import SCENARIOS
-from sidecar.drill.report import document, rows, table, timeline_svg
+from sidecar.drill.report import document, rows, table
 from sidecar.drill.scenarios import ScenarioResult, pod_names, run_scenario
 from sidecar.errors import ConfigError
 

@@ -8,7 +8,8 @@ import xml.etree.ElementTree as ET
 from sidecar.drill.kubelet import Killed
 from sidecar.drill.load import LoadRun, Request
 from sidecar.drill.params import DrillParams
-from sidecar.drill.report import document, table, timeline_svg
+from sidecar.drill.picture import timeline_svg
+from sidecar.drill.report import document, table
 from sidecar.drill.scenarios import ScenarioResult
 
 PARAMS = DrillParams(rate_per_second=10, grace_seconds=30)

@@ -10,7 +10,7 @@ from typing import Any
 from sidecar.drill.kubelet import Killed
 from sidecar.drill.load import LoadRun, Request
 from sidecar.drill.params import DrillParams
-from sidecar.drill.report import timeline_svg
+from sidecar.drill.picture import timeline_svg
 from sidecar.drill.scenarios import ScenarioResult
 from sidecar.drill.timeline import text_width
 
