@@ -11,6 +11,7 @@ the real ones, which makes a learned window longer, never shorter.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -27,6 +28,10 @@ StreamKey = tuple[str, int]
 #: A connection's arrival moved by less than this is the same arrival dated by a later sample
 #: (tcp_info counts in jiffies, and a sample's own time jitters by its duration).
 SAME_ARRIVAL_SECONDS = 0.01
+#: A busy kept connection's close counts as its caller leaving only if the connection is older
+#: than this: an Envoy's pool to a host lives long, while a client's session per batch, an
+#: upload on its own connection or a renewal under a request cap is young when it closes.
+KEPT_AGE_SECONDS = 2.0
 #: Beyond this many streams (a pod called straight by thousands of clients) new peers share one
 #: stream per port, which only makes their window more careful.
 MAX_STREAMS = 4096
@@ -47,6 +52,8 @@ class Seen(NamedTuple):
     reused: bool = False
     #: It had received a request when seen (bytes in), not only its handshake.
     asked: bool = False
+    #: When a sample first saw it; -inf when it was open before the sampler started.
+    since: float = -math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,9 @@ class Stream:
     #: When a sample first saw it gone: nothing open, an idle connection closed by the peer and
     #: no arrival since. Reset by its next arrival.
     departed_at: float | None = None
+    #: Seen departed, then back (an arrival, an open connection): its closes do not mean it
+    #: leaves (a client closing its session after each batch, or renewing its connections).
+    returned: bool = False
 
     def arrive(self, times: list[float], *, learn: bool) -> Stream:
         """More arrivals, in order; gaps before them are learned unless `learn` is false."""
@@ -131,7 +141,9 @@ def fold(
     idle_closed = {
         s.stream
         for k, s in known.open.items()
-        if k not in read.open and (s.idle or (kept_closes and s.reused)) and _pooled(known, s)
+        if k not in read.open
+        and (s.idle or (kept_closes and s.reused and s.since < previous - KEPT_AGE_SECONDS))
+        and _pooled(known, s)
     }
     pod = track.pod.arrive(sorted(a for ts in read.arrivals.values() for a in ts), learn=not first)
     pod = _history(pod, now, first=first)
@@ -225,14 +237,18 @@ def _read(track: LullTrack, sample: TrafficSample, policy: TrafficPolicy) -> _Re
         latest = arrival if arrival is not None else (before.arrival_at if before else None)
         asked = bool(conn.bytes_received)
         reused = before is not None and (before.reused or (arrival is not None and before.asked))
+        # Open before the sampler's first sample: as old as a pool gets, for all we know.
+        since = before.since if before else (-math.inf if track.sampled_at is None else now)
         if arrival is not None:
             read.arrivals.setdefault(key, []).append(arrival)
             read.by_port.setdefault(conn.local_port, []).append(arrival)
         if not established:  # the peer closed it: its request counts, the connection does not
-            read.closing[conn.key] = Seen(key, latest, idle=False, reused=reused, asked=asked)
+            read.closing[conn.key] = Seen(
+                key, latest, idle=False, reused=reused, asked=asked, since=since
+            )
             continue
         idle = not is_in_flight(conn, has_timing=timing)
-        read.open[conn.key] = Seen(key, latest, idle, reused, asked)
+        read.open[conn.key] = Seen(key, latest, idle, reused, asked, since)
         n_open, n_idle = read.counts.get(key, (0, 0))
         read.counts[key] = (n_open + 1, n_idle + idle)
     return read
@@ -302,6 +318,7 @@ def _step(
         counts[1],
         stream.idle_closed_after if idle_closed_after is None else idle_closed_after,
         moved.departed_at,
+        stream.returned or (stream.departed_at is not None and bool(times or counts[0])),
     )
     # Marked departed the first time the evidence holds, keeping that first date.
     if departed(new, pod):
@@ -322,6 +339,6 @@ def departed(stream: Stream, pod: Stream) -> bool:
     still seen on the proxy's own connection to the app, and refutes the departure.
     """
     closed_after = stream.idle_closed_after
-    if stream.open or closed_after is None:
+    if stream.open or closed_after is None or stream.returned:
         return False
     return pod.last_arrival_at is None or pod.last_arrival_at <= closed_after

@@ -35,6 +35,9 @@ async def quiesce(
     degraded = False
     decision = QuietDecision(None, bounds.max_window_seconds, "the first sample")
     reason: str | None = None
+    # A later flight (a restart, a deletion after it) samples with the same monitor: until its
+    # own drain starts, the pod closes no kept connection itself.
+    monitor.kept_closes = True
 
     def judge(m: TrafficMonitor) -> bool:
         nonlocal decision

@@ -7,10 +7,11 @@ tests/model/test_lull.py for the trace helpers and docs/quiesce.md for the rules
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
-from sidecar.model.lull import MAX_STREAMS, LullTrack, Stream, fold
+from sidecar.model.lull import MAX_STREAMS, LullTrack, Stream, departed, fold
 from sidecar.model.quiet import QuietBounds, decide, drain_reason, learned_window
 from sidecar.model.traffic import (
     Connection,
@@ -307,3 +308,66 @@ def test_one_kept_connection_renewed_is_not_its_caller_leaving() -> None:
     ended, _ = until_ended(sampled(conns, until=20.0))
     assert ended is not None
     assert ended > asked[-1]  # never while it still sends
+
+
+DIRECT = policy_for({APP}, "10.0.0.1")  # a pod without a proxy: the app's port is the entry
+
+
+def _ended_direct(conns: list[Conn]) -> float | None:
+    ended, _ = until_ended(sampled(conns, until=20.0), BOUNDS, DIRECT)
+    return ended
+
+
+def test_a_client_closing_its_session_after_each_batch_is_not_a_caller_leaving() -> None:
+    """Every second a client opens a session, sends 5 requests on each of 4 pooled
+    connections and closes them all: young, busy, kept connections closing together."""
+    conns: list[Conn] = []
+    last = 0.0
+    for b in range(20):
+        start = -5.0 + b
+        for c in range(4):
+            asked = [round(start + 0.001 * c + 0.035 * k, 4) for k in range(5)]
+            closes = round(asked[-1] + 0.036, 4)
+            conns.append(Conn(100 * b + c, "10.1.0.1", APP, start - 0.002, closes, []))
+            conns[-1].requests.extend((a, round(a + 0.03, 4)) for a in asked)
+            last = max(last, asked[-1])
+    ended = _ended_direct(conns)
+    assert ended is not None
+    assert ended > last
+
+
+def test_a_pool_of_two_renewed_under_a_request_cap_is_not_a_caller_leaving() -> None:
+    """Two connections used in turn at 3 requests/s, each closed after 3 requests."""
+    asked = [round(-5.0 + k / 3, 4) for k in range(60)]  # until 14.67
+    conns = []
+    for i in range(0, len(asked), 6):
+        for j in (0, 1):
+            mine = asked[i : i + 6][j::2]
+            conn = Conn(i + j, "10.1.0.9", APP, mine[0] - 0.001, round(mine[-1] + 0.02, 4), [])
+            conn.requests.extend((a, round(a + 0.01, 4)) for a in mine)
+            conns.append(conn)
+    ended = _ended_direct(conns)
+    assert ended is not None
+    assert ended > asked[-1]
+
+
+def test_uploads_on_a_connection_each_are_not_a_caller_leaving() -> None:
+    """Two concurrent 0.3 s uploads every 0.8 s, each on a new connection: the body arrives
+    across samples, so each looks used twice, yet each is one request."""
+    conns = []
+    starts = [round(-5.0 + 0.8 * k, 4) for k in range(24)]  # until 13.4
+    for k, at in enumerate(starts):
+        for j in (0, 1):
+            conn = Conn(2 * k + j, "10.1.0.7", APP, at, round(at + 0.32, 4), [])
+            conn.requests.extend([(at, at + 0.3), (round(at + 0.15, 4), round(at + 0.3, 4))])
+            conns.append(conn)
+    ended = _ended_direct(conns)
+    assert ended is not None
+    assert ended > starts[-1]
+
+
+def test_a_caller_seen_leaving_then_back_is_never_taken_for_gone_again() -> None:
+    stream = Stream(last_arrival_at=1.0, open=0, idle_closed_after=1.5, departed_at=1.6)
+    assert departed(stream, Stream(last_arrival_at=1.0))
+    back = replace(stream, returned=True)
+    assert not departed(back, Stream(last_arrival_at=1.0))

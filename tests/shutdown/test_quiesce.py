@@ -244,3 +244,13 @@ async def test_with_registries_the_drain_starts_at_once() -> None:
     assert proxy.calls == ["drain_inbound"]
     assert result.detail["proxy_drain_after_seconds"] == 0.0
     assert result.detail["proxy_drain_reason"] == "0 s into quiesce"
+
+
+async def test_a_later_quiesce_counts_kept_closes_again_until_its_own_drain() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with sampling(StuckTraffic()) as monitor:
+        await quiesce(monitor, RecordingProxy(), deadline=started + 1.0, bounds=drain_after(0.0))
+        assert monitor.kept_closes is False
+        await quiesce(monitor, None, deadline=loop.time() + 1.0, bounds=drain_after(0.0))
+        assert monitor.kept_closes is True  # no drain this time: the pod closed nothing
