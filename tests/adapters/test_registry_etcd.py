@@ -408,7 +408,11 @@ async def test_a_hung_etcd_is_cut_at_the_deadline_then_retire_works_once_it_is_b
         assert result.outcome is Outcome.TIMED_OUT
         assert 0.9 <= took <= 1.5
         again = await Retire([backend], backoff=FAST).run(deadline_in())
-    assert again.detail["registries"]["etcd"]["outcome"] == "removed"
+    # The cut request may still be read and applied once etcd runs again (it was in etcd's
+    # socket buffer): then the second retire finds the key gone, and says so.
+    assert again.detail["registries"]["etcd"]["outcome"] in {"removed", "already_absent"}
+    assert again.outcome is Outcome.OK
+    assert await gateway.keys("/services/") == {}
 
 
 async def test_the_v3beta_prefix_of_etcd_3_3_and_3_4_works_the_same(
