@@ -12,9 +12,10 @@ the real ones, which makes a learned window longer, never shorter.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
+from sidecar.model.stream import Stream, history, step
 from sidecar.model.traffic import TcpState, is_in_flight
 
 if TYPE_CHECKING:
@@ -54,43 +55,6 @@ class Seen(NamedTuple):
     asked: bool = False
     #: When a sample first saw it; -inf when it was open before the sampler started.
     since: float = -math.inf
-
-
-@dataclass(frozen=True, slots=True)
-class Stream:
-    """What the samples taught about one stream (or, as `LullTrack.pod`, about all of them)."""
-
-    last_arrival_at: float | None = None
-    #: Since when gaps could be seen: the first sample, or the stream's first arrival after it.
-    history_from: float | None = None
-    largest_gap_seconds: float = 0.0
-    gaps: int = 0
-    open: int = 0
-    idle_open: int = 0
-    #: Start of the latest sample interval in which one of its idle connections went away. Only
-    #: the peer closes an idle connection: the proxy's drain closes one after a response.
-    idle_closed_after: float | None = None
-    #: When a sample first saw it gone: nothing open, an idle connection closed by the peer and
-    #: no arrival since. Reset by its next arrival.
-    departed_at: float | None = None
-    #: Seen departed, then back (an arrival, an open connection): its closes do not mean it
-    #: leaves (a client closing its session after each batch, or renewing its connections).
-    returned: bool = False
-
-    def arrive(self, times: list[float], *, learn: bool) -> Stream:
-        """More arrivals, in order; gaps before them are learned unless `learn` is false."""
-        last, largest, gaps = self.last_arrival_at, self.largest_gap_seconds, self.gaps
-        for at in times:
-            if last is not None and at <= last:
-                continue
-            if last is not None and learn:
-                largest, gaps = max(largest, at - last), gaps + 1
-            last = at
-        if last == self.last_arrival_at:
-            return self
-        return replace(
-            self, last_arrival_at=last, largest_gap_seconds=largest, gaps=gaps, departed_at=None
-        )
 
 
 @dataclass(frozen=True)
@@ -146,7 +110,7 @@ def fold(
         and _pooled(known, s)
     }
     pod = track.pod.arrive(sorted(a for ts in read.arrivals.values() for a in ts), learn=not first)
-    pod = _history(pod, now, first=first)
+    pod = history(pod, now, first=first)
     streams = dict(track.streams)
     departing = set(track.departing)
     touched = set(read.counts) | set(read.arrivals) | idle_closed | track.counted
@@ -154,7 +118,7 @@ def fold(
         touched |= departing  # a new arrival may refute a departure
     empty, no_counts = Stream(), (0, 0)
     for key in touched:
-        stream = streams[key] = _step(
+        stream = streams[key] = step(
             streams.get(key) or empty,
             sorted(read.arrivals.get(key) or ()),
             read.counts.get(key, no_counts),
@@ -274,15 +238,8 @@ def _unexplained(
         stream = result.get(port) or Stream()
         if alone:
             stream = stream.arrive(alone, learn=not first)
-        result[port] = _history(stream, now, first=first)
+        result[port] = history(stream, now, first=first)
     return result
-
-
-def _history(stream: Stream, now: float, *, first: bool) -> Stream:
-    """Gaps can be seen from the first sample on, or from a later stream's first arrival."""
-    if stream.history_from is not None or stream.last_arrival_at is None:
-        return stream
-    return replace(stream, history_from=now if first else stream.last_arrival_at)
 
 
 def _stream_key(
@@ -295,50 +252,3 @@ def _stream_key(
         fresh.add(key)
         return key
     return ("*", port)
-
-
-def _step(
-    stream: Stream,
-    times: list[float],
-    counts: tuple[int, int],
-    idle_closed_after: float | None,
-    pod: Stream,
-    now: float,
-    *,
-    first: bool,
-) -> Stream:
-    """One stream after a sample, built once (a fold may touch thousands of streams)."""
-    moved = stream.arrive(times, learn=not first) if times else stream
-    new = Stream(
-        moved.last_arrival_at,
-        _history(moved, now, first=first).history_from,
-        moved.largest_gap_seconds,
-        moved.gaps,
-        counts[0],
-        counts[1],
-        stream.idle_closed_after if idle_closed_after is None else idle_closed_after,
-        moved.departed_at,
-        stream.returned or (stream.departed_at is not None and bool(times or counts[0])),
-    )
-    # Marked departed the first time the evidence holds, keeping that first date.
-    if departed(new, pod):
-        departed_at = now if new.departed_at is None else new.departed_at
-    else:
-        departed_at = None
-    new = replace(new, departed_at=departed_at) if departed_at != new.departed_at else new
-    return stream if new == stream else new
-
-
-def departed(stream: Stream, pod: Stream) -> bool:
-    """The peer closed its idle connections, none is left open, and nothing arrived since.
-
-    The pod's proxy closes a connection only after answering on it (EV3); a caller's Envoy
-    closes its idle ones when the pod's removal reaches it (EV12).
-
-    "Nothing" is pod-wide: a request on a connection opened and closed between two samples is
-    still seen on the proxy's own connection to the app, and refutes the departure.
-    """
-    closed_after = stream.idle_closed_after
-    if stream.open or closed_after is None or stream.returned:
-        return False
-    return pod.last_arrival_at is None or pod.last_arrival_at <= closed_after

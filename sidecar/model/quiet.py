@@ -9,10 +9,11 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sidecar.model.lull import departed
+from sidecar.model.stream import departed
 
 if TYPE_CHECKING:
-    from sidecar.model.lull import LullTrack, Stream
+    from sidecar.model.lull import LullTrack
+    from sidecar.model.stream import Stream
 
 #: A window is the largest gap seen, this much longer, plus MARGIN_SECONDS: a timer-driven
 #: client's period jitters by a few per cent, and a sample dates arrivals to the millisecond.

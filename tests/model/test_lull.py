@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sidecar.model.lull import LullTrack, Stream, fold
+from sidecar.model.lull import LullTrack, fold
 from sidecar.model.quiet import QuietBounds, QuietDecision, decide, learned_window
+from sidecar.model.stream import Stream
 from sidecar.model.traffic import Connection, TcpState, TrafficSample, policy_for
 
 S, M = 0.5, 2.5  # quiesce starts; the data plane moved (a 2 s propagation delay)

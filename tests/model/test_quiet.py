@@ -11,8 +11,9 @@ from dataclasses import replace
 
 import pytest
 
-from sidecar.model.lull import MAX_STREAMS, LullTrack, Stream, departed, fold
+from sidecar.model.lull import MAX_STREAMS, LullTrack, fold
 from sidecar.model.quiet import QuietBounds, decide, drain_reason, learned_window
+from sidecar.model.stream import Stream, departed
 from sidecar.model.traffic import (
     Connection,
     TcpState,
