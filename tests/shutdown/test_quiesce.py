@@ -7,11 +7,12 @@ The rules themselves are pinned on traces in tests/model/test_lull.py.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import pytest
 
 from sidecar.model.quiet import QuietBounds
-from sidecar.model.report import Outcome
+from sidecar.model.report import Outcome, Result
 from sidecar.settings.schema import PhaseSettings
 from sidecar.shutdown.flight import quiet_bounds
 from sidecar.shutdown.quiesce import quiesce
@@ -25,6 +26,9 @@ from tests.shutdown.doubles import (
     StuckTraffic,
     sampling,
 )
+
+if TYPE_CHECKING:
+    from sidecar.shutdown.observe import TrafficMonitor
 
 pytestmark = pytest.mark.looptime
 
@@ -188,27 +192,27 @@ def drain_after(seconds: float) -> QuietBounds:
     return QuietBounds(0.2, WINDOW, MINIMUM, IDLE_HOLD, proxy_drain_after_seconds=seconds)
 
 
-async def test_without_a_caller_leaving_the_drain_starts_after_its_delay() -> None:
-    """Draining at once would hide callers leaving; it waits, then moves pinned clients."""
+async def _stuck(seconds: float, bounds: QuietBounds) -> tuple[Result, TrafficMonitor]:
+    """Quiesce for `seconds` over traffic that never stops, its proxy's drain asked once."""
     loop = asyncio.get_running_loop()
-    started = loop.time()
     proxy = RecordingProxy()
     async with sampling(StuckTraffic()) as monitor:
-        result = await quiesce(monitor, proxy, deadline=started + 4.1, bounds=drain_after(2.0))
-        assert monitor.kept_closes is False  # the pod closes kept connections from then on
+        result = await quiesce(monitor, proxy, deadline=loop.time() + seconds, bounds=bounds)
     assert proxy.calls == ["drain_inbound"]
+    return result, monitor
+
+
+async def test_without_a_caller_leaving_the_drain_starts_after_its_delay() -> None:
+    """Draining at once would hide callers leaving; it waits, then moves pinned clients."""
+    result, monitor = await _stuck(4.1, drain_after(2.0))
+    assert monitor.kept_closes is False  # the pod closes kept connections from then on
     assert result.detail["proxy_drain_after_seconds"] == pytest.approx(2.0)
     assert result.detail["proxy_drain_reason"] == "2 s into quiesce"
     assert result.detail["ended_by"] == "cap"
 
 
 async def test_a_phase_shorter_than_the_delay_drains_just_before_it_ends() -> None:
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    proxy = RecordingProxy()
-    async with sampling(StuckTraffic()) as monitor:
-        result = await quiesce(monitor, proxy, deadline=started + 1.0, bounds=drain_after(2.0))
-    assert proxy.calls == ["drain_inbound"]
+    result, _ = await _stuck(1.0, drain_after(2.0))
     assert result.detail["proxy_drain_after_seconds"] == pytest.approx(0.7)
     assert result.detail["proxy_drain_reason"] == "the phase's end"
 
@@ -236,12 +240,7 @@ async def test_with_registries_the_drain_starts_at_once() -> None:
     assert quiet_bounds(phases, None).proxy_drain_after_seconds == 2.0
     at_once = quiet_bounds(phases, None, registries=True)
     assert at_once.proxy_drain_after_seconds == 0.0
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    proxy = RecordingProxy()
-    async with sampling(StuckTraffic()) as monitor:
-        result = await quiesce(monitor, proxy, deadline=started + 1.0, bounds=at_once)
-    assert proxy.calls == ["drain_inbound"]
+    result, _ = await _stuck(1.0, at_once)
     assert result.detail["proxy_drain_after_seconds"] == 0.0
     assert result.detail["proxy_drain_reason"] == "0 s into quiesce"
 
